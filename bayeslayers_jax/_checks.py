@@ -1,0 +1,93 @@
+"""Private validation helpers: clear errors that name the argument and what was wrong.
+
+Shapes and dtypes are static under ``jax.jit``, so every check here runs at trace time and
+costs nothing on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "check_broadcastable",
+    "check_same_shape",
+    "check_kernel",
+    "check_bias",
+    "compute_dtype",
+    "broadcast_floats",
+]
+
+
+def as_float_array(name: str, value: Any) -> jnp.ndarray:
+    """Returns ``value`` as a floating JAX array, or raises a ``TypeError`` naming ``name``."""
+    if value is None:
+        raise TypeError(f"`{name}` must be an array, got None.")
+    arr = jnp.asarray(value)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == jnp.bool_:
+            arr = arr.astype(jnp.result_type(float))
+        else:
+            raise TypeError(f"`{name}` must be a real floating array, got dtype {arr.dtype}.")
+    return arr
+
+
+def check_broadcastable(**arrays: jnp.ndarray) -> tuple[int, ...]:
+    """Returns the broadcast shape of the named arrays, or raises ``ValueError`` naming them."""
+    shapes = {name: tuple(jnp.shape(a)) for name, a in arrays.items()}
+    try:
+        return tuple(np.broadcast_shapes(*shapes.values()))
+    except ValueError:
+        described = ", ".join(f"`{n}` {s}" for n, s in shapes.items())
+        raise ValueError(f"Shapes do not broadcast: {described}.") from None
+
+
+def check_same_shape(name_a: str, a: jnp.ndarray, name_b: str, b: jnp.ndarray) -> None:
+    """Raises ``ValueError`` unless ``a`` and ``b`` have the same shape."""
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape, got {jnp.shape(a)} and {jnp.shape(b)}."
+        )
+
+
+def check_kernel(x_name: str, x: jnp.ndarray, kernel_name: str, kernel: jnp.ndarray) -> None:
+    """Checks that ``kernel`` is ``(in_features, features)`` and ``x`` ends in ``in_features``."""
+    if jnp.ndim(kernel) != 2:
+        raise ValueError(
+            f"`{kernel_name}` must be a 2-D kernel of shape (in_features, features), "
+            f"got shape {jnp.shape(kernel)}."
+        )
+    if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != jnp.shape(kernel)[0]:
+        raise ValueError(
+            f"The last axis of `{x_name}` (shape {jnp.shape(x)}) must equal the input width "
+            f"of `{kernel_name}` (shape {jnp.shape(kernel)}, in_features={jnp.shape(kernel)[0]})."
+        )
+
+
+def check_bias(bias_name: str, bias: jnp.ndarray, kernel_name: str, kernel: jnp.ndarray) -> None:
+    """Checks that ``bias`` has shape ``(features,)`` for a ``(in, features)`` kernel."""
+    if jnp.shape(bias) != (jnp.shape(kernel)[1],):
+        raise ValueError(
+            f"`{bias_name}` must have shape ({jnp.shape(kernel)[1]},) to match `{kernel_name}` "
+            f"of shape {jnp.shape(kernel)}, got {jnp.shape(bias)}."
+        )
+
+
+def compute_dtype(*arrays: jnp.ndarray) -> jnp.dtype:
+    """Common floating dtype of ``arrays`` (explicit promotion, valid under strict mode)."""
+    return jnp.result_type(*(a.dtype for a in arrays))
+
+
+def broadcast_floats(**arrays) -> list[jnp.ndarray]:
+    """Converts the named values to floating arrays of one dtype and one broadcast shape.
+
+    Broadcasting is explicit, so library code stays valid under
+    ``jax_numpy_rank_promotion='raise'``; a shape mismatch raises ``ValueError`` naming them.
+    """
+    converted = {name: as_float_array(name, value) for name, value in arrays.items()}
+    shape = check_broadcastable(**converted)
+    dtype = jnp.result_type(*converted.values())
+    return [jnp.broadcast_to(jnp.asarray(a, dtype), shape) for a in converted.values()]

@@ -1,0 +1,69 @@
+"""Positive reparameterizations of a standard deviation: ``std = exp(rho)`` or ``softplus(rho)``.
+
+Blundell et al. (2015) parameterize the posterior std as ``softplus(rho)``; ObjectRL's default
+is ``exp(rho)``. Both are provided, in forms that never overflow.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from bayeslayers_jax._checks import as_float_array
+
+__all__ = ["softplus", "inv_softplus", "rho_to_std"]
+
+
+def softplus(x: jax.Array) -> jax.Array:
+    r"""Numerically stable softplus.
+
+    .. math:: \operatorname{softplus}(x) = \log(1 + e^x) = \max(x, 0) + \log(1 + e^{-|x|})
+
+    The naive ``log(1 + exp(x))`` overflows for ``x`` above about 88 (float32) or 709
+    (float64); this form is exact to float precision for every finite ``x``.
+
+    Args:
+      x: any floating array.
+
+    Returns:
+      ``softplus(x)``, same shape and dtype.
+    """
+    x = as_float_array("x", x)
+    return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def inv_softplus(y: jax.Array) -> jax.Array:
+    r"""Inverse of :func:`softplus` for ``y > 0``.
+
+    .. math:: \operatorname{softplus}^{-1}(y) = \log(e^y - 1) = y + \log(-\operatorname{expm1}(-y))
+
+    The right-hand form neither overflows for large ``y`` nor loses precision for tiny ``y``
+    (where it tends to ``log y``). ``y <= 0`` has no preimage and gives ``-inf``/``NaN``.
+
+    Args:
+      y: positive floating array.
+
+    Returns:
+      ``x`` with ``softplus(x) == y`` to float precision.
+    """
+    y = as_float_array("y", y)
+    return y + jnp.log(-jnp.expm1(-y))
+
+
+def rho_to_std(rho: jax.Array, use_softplus: bool = False) -> jax.Array:
+    r"""Maps an unconstrained parameter ``rho`` to a standard deviation.
+
+    .. math:: \sigma = e^{\rho} \quad\text{or}\quad \sigma = \operatorname{softplus}(\rho)
+
+    Args:
+      rho: unconstrained floating array.
+      use_softplus: use ``softplus(rho)`` (Blundell et al., 2015) instead of ``exp(rho)``
+        (the ObjectRL default).
+
+    Returns:
+      The positive standard deviation, same shape and dtype as ``rho``.
+    """
+    if not isinstance(use_softplus, bool):
+        raise TypeError(f"`use_softplus` must be a bool, got {use_softplus!r}.")
+    rho = as_float_array("rho", rho)
+    return softplus(rho) if use_softplus else jnp.exp(rho)
