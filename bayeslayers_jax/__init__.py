@@ -11,6 +11,8 @@ from bayeslayers_jax.sampling import local_reparameterization, sample_weights
 from bayeslayers_jax.transforms import inv_softplus, rho_to_std, softplus
 
 # Public names of the other modules are imported below this line.
+from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl
+from bayeslayers_jax.mlp import BayesianMLP
 
 __version__ = "0.1.0"
 
@@ -30,4 +32,12 @@ __all__ = [
     "local_reparameterization",
     "kl_normal",
     # other modules' public names follow
+    # flax.linen layers and the MLP
+    "BBBLinear",
+    "LRLinear",
+    "CLTLinear",
+    "CLTLinearDet",
+    "crelu",
+    "total_kl",
+    "BayesianMLP",
 ]

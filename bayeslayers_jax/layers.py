@@ -1,0 +1,630 @@
+"""Bayesian linear layers as ``flax.linen`` modules.
+
+Each module only gathers its parameters, its prior and its PRNG key and then calls the
+pure functions of this package (:mod:`bayeslayers_jax.sampling`,
+:mod:`bayeslayers_jax.clt`, :mod:`bayeslayers_jax.moments`, :mod:`bayeslayers_jax.kl`).
+
+Conventions (shared by every layer here):
+
+* Parameters live in the ``'params'`` collection: ``weight_mu`` and ``weight_rho`` of shape
+  ``(in_features, features)`` (Flax layout; PyTorch/ObjectRL stores ``(out, in)``) and
+  ``bias_mu``, ``bias_rho`` of shape ``(features,)``. The standard deviation is
+  ``exp(rho)``, or ``softplus(rho)`` with ``use_softplus=True``.
+* Initial values follow the reference (and ``torch.nn.Linear``): ``weight_mu`` is
+  kaiming-uniform with ``a = sqrt(5)``, i.e. ``U(-1/sqrt(in), 1/sqrt(in))``; ``bias_mu`` is
+  ``U(-1/sqrt(in), 1/sqrt(in))``; every ``rho`` is ``-4.6`` (std about ``0.01``).
+* The Gaussian prior lives in the non-trainable ``'prior'`` collection as ``weight_mean``,
+  ``weight_std``, ``bias_mean`` and ``bias_std``; each is a scalar or an array of the
+  weight's (bias's) shape. Replacing that subtree is the reference's ``update_prior``.
+* ``layer.apply(variables, method='kl')`` returns the closed-form KL divergence of the
+  layer; during every forward pass the layer also sows it into the ``'kl'`` collection, so
+  ``apply(..., mutable=['kl'])`` collects a whole model's KL and :func:`total_kl` sums it.
+* ``map`` (maximum a posteriori: means only, no noise, never a key) is set on the module or
+  at the call, like ``flax.linen.Dropout.deterministic``; when neither sets it the layer
+  samples (the reference's default).
+* Sampling keys come from ``rngs={'sample': key}`` at ``apply`` (stream name set by
+  ``rng_collection``) or from ``rng=`` at the call. A sampling call with neither raises a
+  ``ValueError``; the layer never falls back to another stream. The same key gives the same
+  noise, which is the JAX form of the reference's ``manual_reset``. Only during ``init``
+  does a missing key not raise: the layer then returns its mean (MAP) output, because
+  ``init`` only needs the shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+from flax.linen.dtypes import promote_dtype
+
+from bayeslayers_jax.clt import clt_linear_moments
+from bayeslayers_jax.kl import kl_normal
+from bayeslayers_jax.moments import crelu_moments, relu_moments
+from bayeslayers_jax.sampling import local_reparameterization, safe_sqrt, sample_weights
+from bayeslayers_jax.transforms import rho_to_std
+
+__all__ = [
+    "BBBLinear",
+    "LRLinear",
+    "CLTLinear",
+    "CLTLinearDet",
+    "crelu",
+    "total_kl",
+    "INIT_RHO",
+    "default_weight_mu_init",
+]
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+
+#: Initial value of every ``rho`` parameter, as in the reference (std ``exp(-4.6) ~ 0.01``).
+INIT_RHO = -4.6
+
+#: Kaiming-uniform with ``a = sqrt(5)`` (PyTorch's ``nn.Linear`` default):
+#: ``gain = sqrt(2 / (1 + a**2)) = sqrt(1/3)``, ``bound = sqrt(3) * gain / sqrt(fan_in)
+#: = 1 / sqrt(fan_in)``; the same as ``variance_scaling(1/3, 'fan_in', 'uniform')``.
+default_weight_mu_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+_ACTS = ("relu", "crelu")
+
+
+def crelu(x: Array) -> Array:
+    """Concatenated ReLU: ``[relu(x), relu(-x)]`` on the last axis (twice the width).
+
+    Args:
+        x: input array.
+
+    Returns:
+        ``jnp.concatenate([relu(x), relu(-x)], axis=-1)``.
+
+    References:
+        Shang et al., "Understanding and Improving Convolutional Neural Networks via
+        Concatenated Rectified Linear Units", ICML 2016.
+    """
+    return jnp.concatenate([jax.nn.relu(x), jax.nn.relu(-x)], axis=-1)
+
+
+def total_kl(kl_collection: Any) -> Array:
+    """Sums every KL term sown by the Bayesian layers of a model.
+
+    Args:
+        kl_collection: the ``'kl'`` collection returned by
+            ``model.apply(variables, ..., mutable=['kl'])`` (either ``state['kl']`` or the
+            whole ``state`` dict whose only collection is ``'kl'``), or any pytree of KL
+            values.
+
+    Returns:
+        The scalar sum of all leaves (``0.0`` for an empty tree, e.g. a ``'cltdet'`` model).
+    """
+    leaves = jax.tree_util.tree_leaves(kl_collection)
+    if not leaves:
+        return jnp.zeros(())
+    total = jnp.sum(leaves[0])
+    for leaf in leaves[1:]:
+        total = total + jnp.sum(leaf)
+    return total
+
+
+def _dense(x: Array, kernel: Array, bias: Array | None) -> Array:
+    """``x @ kernel + bias`` on the last axis of ``x``, bias reshaped explicitly (no rank promotion)."""
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    if bias is not None:
+        y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+def _concrete(value: Any) -> np.ndarray | None:
+    """``value`` as a NumPy array, or ``None`` if it is traced (cannot be checked now)."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def _check_prior_std(value: Any, name: str) -> None:
+    arr = _concrete(value)
+    if arr is None:
+        return
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        raise ValueError(f"{name} must be finite and > 0 everywhere, got {value!r}")
+
+
+def _check_prior_mean(value: Any, name: str) -> None:
+    arr = _concrete(value)
+    if arr is None:
+        return
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
+    if arr.size == 0 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
+def _is_scalar_like(value: Any) -> bool:
+    return int(np.size(value)) == 1
+
+
+def _prior_array(value: Any, shape: tuple[int, ...], dtype: Dtype, name: str) -> Array:
+    """A prior value as an array: shape ``()`` for scalars (and size-1 arrays), else ``shape``."""
+    arr = jnp.asarray(value, dtype=dtype)
+    if arr.size == 1:
+        return jnp.reshape(arr, ())
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must be a scalar or have shape {tuple(shape)} (Flax layout), "
+            f"got shape {arr.shape}"
+        )
+    return arr
+
+
+def _torch_bias_init(fan_in: int) -> Initializer:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: the bias initializer of ``torch.nn.Linear``."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+    return init
+
+
+def _activation_moments(act: str, mean: Array, var: Array) -> tuple[Array, Array]:
+    sigma = safe_sqrt(var)
+    if act == "relu":
+        return relu_moments(mean, sigma)
+    return crelu_moments(mean, sigma)
+
+
+def _activation(act: str, x: Array) -> Array:
+    return jax.nn.relu(x) if act == "relu" else crelu(x)
+
+
+class _BayesianLinearBase(nn.Module):
+    """Fields and parameter handling shared by the Bayesian linear layers (private)."""
+
+    features: int
+    use_bias: bool = True
+    prior_mean: Any = 0.0
+    prior_std: Any = 1.0
+    bias_prior_mean: Any = None
+    bias_prior_std: Any = None
+    use_softplus: bool = False
+    map: bool | None = None
+    rng_collection: str = "sample"
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    weight_mu_init: Initializer = default_weight_mu_init
+    weight_rho_init: Initializer = nn.initializers.constant(INIT_RHO)
+    bias_mu_init: Initializer | None = None
+    bias_rho_init: Initializer = nn.initializers.constant(INIT_RHO)
+
+    # Layers with deterministic weights (CLTLinearDet) override this.
+    _has_std = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, bool) or not isinstance(self.features, (int, np.integer)):
+            raise TypeError(f"features must be a positive int, got {self.features!r}")
+        if self.features <= 0:
+            raise ValueError(f"features must be a positive int, got {self.features!r}")
+        if not isinstance(self.rng_collection, str):
+            raise TypeError(f"rng_collection must be a str, got {self.rng_collection!r}")
+        if self.map is not None and not isinstance(self.map, (bool, np.bool_)):
+            raise TypeError(f"map must be a bool or None, got {self.map!r}")
+        if self._has_std:
+            _check_prior_mean(self.prior_mean, "prior_mean")
+            _check_prior_std(self.prior_std, "prior_std")
+            if self.bias_prior_mean is not None:
+                _check_prior_mean(self.bias_prior_mean, "bias_prior_mean")
+            if self.bias_prior_std is not None:
+                _check_prior_std(self.bias_prior_std, "bias_prior_std")
+            if self.use_bias:
+                self._bias_prior_values()  # raises if it cannot be resolved
+        super().__post_init__()
+
+    # ----------------------------------------------------------------- priors
+    def _bias_prior_values(self) -> tuple[Any, Any]:
+        """The bias prior: its own fields, else the weight prior when that is a scalar."""
+        mean, std = self.bias_prior_mean, self.bias_prior_std
+        if mean is None:
+            if not _is_scalar_like(self.prior_mean):
+                raise ValueError(
+                    "bias_prior_mean must be given when prior_mean is weight-shaped "
+                    f"(got prior_mean of shape {np.shape(self.prior_mean)})"
+                )
+            mean = self.prior_mean
+        if std is None:
+            if not _is_scalar_like(self.prior_std):
+                raise ValueError(
+                    "bias_prior_std must be given when prior_std is weight-shaped "
+                    f"(got prior_std of shape {np.shape(self.prior_std)})"
+                )
+            std = self.prior_std
+        return mean, std
+
+    def _prior_variable(self, name: str, value: Any, shape: tuple[int, ...], field: str) -> Array:
+        """Reads ``'prior'/name``, creating it during ``init``; else falls back to the field."""
+        make = lambda: _prior_array(value, shape, self.param_dtype, field)  # noqa: E731
+        if self.has_variable("prior", name):
+            return self.get_variable("prior", name)
+        if self.is_initializing() and self.is_mutable_collection("prior"):
+            return self.variable("prior", name, make).value
+        return make()
+
+    def _priors(self, in_features: int) -> dict[str, Array]:
+        priors = {
+            "weight_mean": self._prior_variable(
+                "weight_mean", self.prior_mean, (in_features, self.features), "prior_mean"
+            ),
+            "weight_std": self._prior_variable(
+                "weight_std", self.prior_std, (in_features, self.features), "prior_std"
+            ),
+        }
+        if self.use_bias:
+            b_mean, b_std = self._bias_prior_values()
+            priors["bias_mean"] = self._prior_variable(
+                "bias_mean", b_mean, (self.features,), "bias_prior_mean"
+            )
+            priors["bias_std"] = self._prior_variable(
+                "bias_std", b_std, (self.features,), "bias_prior_std"
+            )
+        return priors
+
+    def _read_priors(self) -> dict[str, Array]:
+        in_features = self._read_params()["weight_mu"].shape[0]
+        return self._priors(in_features)
+
+    # ------------------------------------------------------------- parameters
+    def _params(self, in_features: int, input_name: str) -> dict[str, Array]:
+        """Creates (at init) or fetches the parameters, checking the input width."""
+        if self.has_variable("params", "weight_mu"):
+            expected = self.get_variable("params", "weight_mu").shape[0]
+            if expected != in_features:
+                raise ValueError(
+                    f"{input_name} has {in_features} features on its last axis, but this "
+                    f"{type(self).__name__} was initialized for {expected} input features"
+                )
+        shape = (in_features, self.features)
+        params = {"weight_mu": self.param("weight_mu", self.weight_mu_init, shape, self.param_dtype)}
+        if self._has_std:
+            params["weight_rho"] = self.param(
+                "weight_rho", self.weight_rho_init, shape, self.param_dtype
+            )
+        if self.use_bias:
+            bias_init = self.bias_mu_init if self.bias_mu_init is not None else _torch_bias_init(in_features)
+            params["bias_mu"] = self.param("bias_mu", bias_init, (self.features,), self.param_dtype)
+            if self._has_std:
+                params["bias_rho"] = self.param(
+                    "bias_rho", self.bias_rho_init, (self.features,), self.param_dtype
+                )
+        return params
+
+    def _read_params(self) -> dict[str, Array]:
+        names = ["weight_mu", "weight_rho", "bias_mu", "bias_rho"]
+        if not self._has_std:
+            names = ["weight_mu", "bias_mu"]
+        if not self.use_bias:
+            names = [n for n in names if not n.startswith("bias")]
+        missing = [n for n in names if not self.has_variable("params", n)]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} has no parameters {missing}: pass the variables "
+                "returned by init to apply"
+            )
+        return {n: self.get_variable("params", n) for n in names}
+
+    def _stds(self, params: dict[str, Array]) -> tuple[Array, Array | None]:
+        self._require_std("std")
+        w_std = rho_to_std(params["weight_rho"], use_softplus=self.use_softplus)
+        b_std = None
+        if self.use_bias:
+            b_std = rho_to_std(params["bias_rho"], use_softplus=self.use_softplus)
+        return w_std, b_std
+
+    def _require_std(self, what: str) -> None:
+        if not self._has_std:
+            raise ValueError(
+                f"{type(self).__name__} has deterministic weights: it has no std parameters "
+                f"and no KL divergence, so it cannot compute {what}"
+            )
+
+    def _kl_from(self, params: dict[str, Array], priors: dict[str, Array]) -> Array:
+        w_std, b_std = self._stds(params)
+        kl = jnp.sum(kl_normal(params["weight_mu"], w_std, priors["weight_mean"], priors["weight_std"]))
+        if self.use_bias:
+            kl = kl + jnp.sum(
+                kl_normal(params["bias_mu"], b_std, priors["bias_mean"], priors["bias_std"])
+            )
+        return kl
+
+    def _sow_kl(self, params: dict[str, Array], in_features: int) -> None:
+        """Sows the layer's KL into ``'kl'`` (overwriting, so a shared layer counts once).
+
+        Nothing is sown during ``init``, so the initial variables hold only ``'params'``
+        and ``'prior'``.
+        """
+        if not self._has_std:
+            return
+        priors = self._priors(in_features)
+        if self.is_mutable_collection("kl") and not self.is_initializing():
+            self.sow(
+                "kl",
+                "kl",
+                self._kl_from(params, priors),
+                init_fn=lambda: jnp.zeros((), self.param_dtype),
+                reduce_fn=lambda _, new: new,
+            )
+
+    def _merge_map(self, map: bool | None) -> bool:
+        if self.map is None and map is None:
+            return False
+        return bool(nn.merge_param("map", self.map, map))
+
+    def _key(self, rng: Array | None) -> Array | None:
+        """The sampling key: ``rng`` or the module's stream; ``None`` only while initializing."""
+        if rng is not None:
+            return rng
+        if self.has_rng(self.rng_collection):
+            return self.make_rng(self.rng_collection)
+        if self.is_initializing():
+            return None
+        raise ValueError(
+            f"{type(self).__name__} samples its weights but got no PRNG key: pass "
+            f"rngs={{'{self.rng_collection}': key}} to apply (the rng_collection "
+            f"'{self.rng_collection}'), or rng=key at the call, or use map=True"
+        )
+
+    @staticmethod
+    def _check_input(x: Any, name: str) -> Array:
+        x = jnp.asarray(x)
+        if x.ndim < 1:
+            raise ValueError(f"{name} must have at least one axis (features last), got shape {x.shape}")
+        return x
+
+    # ----------------------------------------------------------- public views
+    def mean(self) -> tuple[Array, Array | None]:
+        """Means ``(weight_mu, bias_mu)`` (``bias_mu`` is ``None`` without bias).
+
+        Use as ``layer.apply(variables, method='mean')``.
+        """
+        p = self._read_params()
+        return p["weight_mu"], p.get("bias_mu")
+
+    def std(self) -> tuple[Array, Array | None]:
+        """Standard deviations ``(exp(weight_rho), exp(bias_rho))`` (``softplus`` with
+        ``use_softplus=True``); ``layer.apply(variables, method='std')``."""
+        self._require_std("std")
+        return self._stds(self._read_params())
+
+    def var(self) -> tuple[Array, Array | None]:
+        """Variances, the squares of :meth:`std`; ``layer.apply(variables, method='var')``."""
+        self._require_std("var")
+        w_std, b_std = self.std()
+        return jnp.square(w_std), (None if b_std is None else jnp.square(b_std))
+
+    def kl(self) -> Array:
+        """Closed-form ``KL(q || p)`` summed over all weights and biases.
+
+        .. math::
+            \\mathrm{KL} = \\sum \\log\\frac{\\sigma_p}{\\sigma_q}
+            + \\frac{\\sigma_q^2 + (\\mu_q - \\mu_p)^2}{2\\sigma_p^2} - \\frac12
+
+        Use as ``layer.apply(variables, method='kl')``; the prior is read from the
+        ``'prior'`` collection when the variables hold it, else from the module's fields.
+        """
+        self._require_std("KL")
+        return self._kl_from(self._read_params(), self._read_priors())
+
+
+class BBBLinear(_BayesianLinearBase):
+    """Bayes by Backprop linear layer: samples the weights once per call.
+
+    .. math::
+        W = \\mu_W + \\sigma_W \\odot \\varepsilon_W,\\quad b = \\mu_b + \\sigma_b \\odot
+        \\varepsilon_b,\\quad y = x W + b,\\quad \\varepsilon \\sim \\mathcal N(0, I)
+
+    The key is split in two, ``(weight_key, bias_key) = jax.random.split(key)``, and the
+    weights are drawn with :func:`~bayeslayers_jax.sampling.sample_weights` in
+    ``param_dtype`` and then cast to ``dtype``. The sample is shared by the whole batch.
+
+    Attributes:
+        features: number of output features.
+        use_bias: whether to add a (Bayesian) bias.
+        prior_mean, prior_std: weight prior, a scalar or an ``(in, features)`` array.
+        bias_prior_mean, bias_prior_std: bias prior (scalar or ``(features,)``); ``None``
+            means the weight prior (which then must be a scalar).
+        use_softplus: ``std = softplus(rho)`` instead of ``exp(rho)``.
+        map: MAP mode (means only); may instead be given at the call.
+        rng_collection: name of the PRNG stream the noise is drawn from.
+        dtype: computation dtype (``None``: inferred from inputs and parameters).
+        param_dtype: dtype of the parameters and priors.
+        weight_mu_init, weight_rho_init, bias_mu_init, bias_rho_init: initializers
+            (``bias_mu_init=None``: ``U(-1/sqrt(in), 1/sqrt(in))`` as in PyTorch).
+
+    References:
+        Blundell et al., "Weight Uncertainty in Neural Networks", ICML 2015.
+    """
+
+    @nn.compact
+    def __call__(self, x: Array, *, map: bool | None = None, rng: Array | None = None) -> Array:
+        """Applies the layer.
+
+        Args:
+            x: inputs, features on the last axis.
+            map: MAP mode for this call (exclusive with the ``map`` field).
+            rng: PRNG key for this call; else the ``rng_collection`` stream is used.
+
+        Returns:
+            Outputs of shape ``x.shape[:-1] + (features,)``.
+        """
+        map_ = self._merge_map(map)
+        x = self._check_input(x, "x")
+        params = self._params(x.shape[-1], "x")
+        self._sow_kl(params, x.shape[-1])
+        key = None if map_ else self._key(rng)
+        if key is None:
+            x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
+            return _dense(x, w, b)
+        w_std, b_std = self._stds(params)
+        w_key, b_key = jax.random.split(key)
+        w = sample_weights(w_key, params["weight_mu"], w_std)
+        b = sample_weights(b_key, params["bias_mu"], b_std) if self.use_bias else None
+        x, w, b = promote_dtype(x, w, b, dtype=self.dtype)
+        return _dense(x, w, b)
+
+
+class LRLinear(_BayesianLinearBase):
+    """Local-reparameterization linear layer: samples the pre-activations.
+
+    .. math::
+        m = x\\mu_W + \\mu_b,\\quad v = x^2 \\sigma_W^2 + \\sigma_b^2,\\quad
+        y = m + \\sqrt v \\odot \\varepsilon,\\quad \\varepsilon \\sim \\mathcal N(0, I)
+
+    with ``eps`` of the output's shape (independent per example), computed by
+    :func:`~bayeslayers_jax.sampling.local_reparameterization` in ``dtype``. Fields as
+    :class:`BBBLinear`.
+
+    References:
+        Kingma, Salimans and Welling, "Variational Dropout and the Local Reparameterization
+        Trick", NeurIPS 2015.
+    """
+
+    @nn.compact
+    def __call__(self, x: Array, *, map: bool | None = None, rng: Array | None = None) -> Array:
+        """Applies the layer (arguments as :meth:`BBBLinear.__call__`)."""
+        map_ = self._merge_map(map)
+        x = self._check_input(x, "x")
+        params = self._params(x.shape[-1], "x")
+        self._sow_kl(params, x.shape[-1])
+        key = None if map_ else self._key(rng)
+        if key is None:
+            x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
+            return _dense(x, w, b)
+        w_std, b_std = self._stds(params)
+        x, w_mu, w_std, b_mu, b_std = promote_dtype(
+            x, params["weight_mu"], w_std, params.get("bias_mu"), b_std, dtype=self.dtype
+        )
+        return local_reparameterization(key, x, w_mu, w_std, b_mu, b_std)
+
+
+class CLTLinear(_BayesianLinearBase):
+    """Sampling-free layer: propagates the mean and variance with the central limit theorem.
+
+    .. math::
+        m = \\mu\\,\\mu_W + \\mu_b,\\qquad
+        v = (\\mathrm{var} + \\mu^2)\\,\\sigma_W^2 + \\mathrm{var}\\,\\mu_W^2 + \\sigma_b^2
+
+    (:func:`~bayeslayers_jax.clt.clt_linear_moments`), then, unless ``is_output``, ReLU or
+    CReLU moment matching (:func:`~bayeslayers_jax.moments.relu_moments`,
+    :func:`~bayeslayers_jax.moments.crelu_moments`) of ``N(m, v)``; CReLU doubles the
+    width. ``var=None`` means a deterministic input and is allowed only for the input layer
+    (``is_input=True``) or in MAP mode. MAP mode returns ``(activation(mu @ W_mu + b_mu),
+    None)`` (no activation on the output layer) and ignores ``var``.
+
+    Attributes:
+        act: ``'relu'`` or ``'crelu'``.
+        is_input: the first layer of a network (its input may be deterministic).
+        is_output: the last layer (no activation).
+        (other fields as :class:`BBBLinear`; ``rng_collection`` is unused: nothing is sampled)
+
+    References:
+        Wu et al., "Deterministic Variational Inference for Robust Bayesian Neural
+        Networks", ICLR 2019. Haussmann et al., "Sampling-free variational inference of
+        Bayesian neural networks by variance backpropagation", UAI 2019.
+    """
+
+    act: str = "relu"
+    is_input: bool = False
+    is_output: bool = False
+
+    def __post_init__(self) -> None:
+        if self.act not in _ACTS:
+            raise ValueError(f"act must be one of {_ACTS}, got {self.act!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self, mu: Array, var: Array | None = None, *, map: bool | None = None
+    ) -> tuple[Array, Array | None]:
+        """Propagates ``(mu, var)`` through the layer.
+
+        Args:
+            mu: input means, features on the last axis.
+            var: input variances of ``mu``'s shape, or ``None`` for a deterministic input
+                (input layer or MAP mode only).
+            map: MAP mode for this call (exclusive with the ``map`` field).
+
+        Returns:
+            ``(mean, var)`` of the output; ``(mean, None)`` in MAP mode.
+        """
+        map_ = self._merge_map(map)
+        mu = self._check_input(mu, "mu")
+        params = self._params(mu.shape[-1], "mu")
+        self._sow_kl(params, mu.shape[-1])
+        if map_:
+            return self._map_forward(mu, params), None
+        if var is None:
+            if not self.is_input:
+                raise ValueError(
+                    f"{type(self).__name__} got var=None, but a non-input layer "
+                    "(is_input=False) needs the input variance outside MAP mode: pass var, "
+                    "set is_input=True, or use map=True"
+                )
+        else:
+            var = jnp.asarray(var)
+            if var.shape != mu.shape:
+                raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
+        w_std, b_std = self._stds(params)
+        w_var = jnp.square(w_std)
+        b_var = None if b_std is None else jnp.square(b_std)
+        mu, var, w_mu, w_var, b_mu, b_var = promote_dtype(
+            mu, var, params["weight_mu"], w_var, params.get("bias_mu"), b_var, dtype=self.dtype
+        )
+        mean, out_var = clt_linear_moments(mu, var, w_mu, w_var, b_mu, b_var)
+        if self.is_output:
+            return mean, out_var
+        return _activation_moments(self.act, mean, out_var)
+
+    def _map_forward(self, mu: Array, params: dict[str, Array]) -> Array:
+        mu, w, b = promote_dtype(mu, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
+        y = _dense(mu, w, b)
+        return y if self.is_output else _activation(self.act, y)
+
+
+class CLTLinearDet(CLTLinear):
+    """:class:`CLTLinear` with deterministic weights: parameters ``weight_mu``, ``bias_mu``.
+
+    .. math::
+        m = \\mu\\,W + b,\\qquad v = \\mathrm{var}\\,W^2
+
+    followed by ReLU/CReLU moment matching unless ``is_output``. With ``var=None`` (any
+    layer) or in MAP mode it is a plain dense layer with activation and returns
+    ``(mean, None)``. It has no std parameters, no prior and no KL: :meth:`std`,
+    :meth:`var` and :meth:`kl` raise ``ValueError`` and nothing is sown into ``'kl'``. The
+    prior and ``use_softplus`` fields exist for signature parity and are unused.
+    """
+
+    _has_std = False
+
+    @nn.compact
+    def __call__(
+        self, mu: Array, var: Array | None = None, *, map: bool | None = None
+    ) -> tuple[Array, Array | None]:
+        """Propagates ``(mu, var)``; arguments and returns as :meth:`CLTLinear.__call__`."""
+        map_ = self._merge_map(map)
+        mu = self._check_input(mu, "mu")
+        params = self._params(mu.shape[-1], "mu")
+        if map_ or var is None:
+            return self._map_forward(mu, params), None
+        var = jnp.asarray(var)
+        if var.shape != mu.shape:
+            raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
+        mu, var, w, b = promote_dtype(mu, var, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
+        mean, out_var = clt_linear_moments(mu, var, w, None, b, None)
+        if self.is_output:
+            return mean, out_var
+        return _activation_moments(self.act, mean, out_var)

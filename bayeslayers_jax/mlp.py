@@ -1,0 +1,176 @@
+"""``BayesianMLP``: a stack of one kind of Bayesian linear layer with ReLU or CReLU."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+
+from bayeslayers_jax.layers import (
+    BBBLinear,
+    CLTLinear,
+    CLTLinearDet,
+    LRLinear,
+    crelu,
+)
+
+__all__ = ["BayesianMLP", "LAYER_TYPES", "ACTIVATIONS"]
+
+Array = jax.Array
+
+#: Layer types accepted by :class:`BayesianMLP`, and the modules they build.
+LAYER_TYPES = {"bbb": BBBLinear, "lr": LRLinear, "clt": CLTLinear, "cltdet": CLTLinearDet}
+#: Activations accepted by :class:`BayesianMLP`.
+ACTIVATIONS = ("relu", "crelu")
+
+
+class BayesianMLP(nn.Module):
+    """A multi-layer perceptron of Bayesian linear layers.
+
+    ``features`` lists the hidden widths and, last, the output width: ``features=(64, 64,
+    1)`` builds three layers named ``layers_0``, ``layers_1``, ``layers_2``. The activation
+    follows every layer but the last. With ``act='crelu'`` each hidden activation doubles
+    the width, so layer ``k + 1`` has ``2 * features[k]`` inputs (Flax infers it).
+
+    * ``'bbb'`` / ``'lr'``: :class:`~bayeslayers_jax.layers.BBBLinear` /
+      :class:`~bayeslayers_jax.layers.LRLinear` layers with ``relu`` or ``crelu`` between
+      them; ``__call__(x, *, map=None, rng=None) -> y``.
+    * ``'clt'`` / ``'cltdet'``: :class:`~bayeslayers_jax.layers.CLTLinear` /
+      :class:`~bayeslayers_jax.layers.CLTLinearDet` layers; the first gets
+      ``is_input=True``, the last ``is_output=True``, the others moment-match the activation.
+      ``__call__(x, var=None, *, map=None, rng=None) -> (mean, var)``; ``var`` is the
+      optional input variance, ``var`` out is ``None`` in MAP mode (and for ``'cltdet'``
+      when no input variance is given, since everything is then deterministic).
+
+    ``map`` (field or call) switches every layer to its means. Keys: ``rngs={'sample': key}``
+    (each layer draws its own key from the stream) or ``rng=key`` at the call (split into one
+    key per layer with ``jax.random.split(rng, len(features))``). CLT types never sample and
+    ignore ``rng``.
+
+    Attributes:
+        features: hidden widths followed by the output width (at least one entry).
+        layer_type: ``'bbb'``, ``'lr'``, ``'clt'`` or ``'cltdet'`` (default ``'lr'`` as in
+            ObjectRL).
+        act: ``'relu'`` or ``'crelu'``.
+        use_bias, prior_mean, prior_std, bias_prior_mean, bias_prior_std, use_softplus,
+        rng_collection, dtype, param_dtype: passed to every layer (see
+        :class:`~bayeslayers_jax.layers.BBBLinear`); a weight-shaped prior is not possible
+        here because the layers differ in shape: replace the ``'prior'`` subtree instead.
+        map: MAP mode; may instead be given at the call.
+    """
+
+    features: Sequence[int]
+    layer_type: str = "lr"
+    act: str = "relu"
+    use_bias: bool = True
+    prior_mean: Any = 0.0
+    prior_std: Any = 1.0
+    bias_prior_mean: Any = None
+    bias_prior_std: Any = None
+    use_softplus: bool = False
+    map: bool | None = None
+    rng_collection: str = "sample"
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self) -> None:
+        if self.layer_type not in LAYER_TYPES:
+            raise ValueError(
+                f"layer_type must be one of {tuple(LAYER_TYPES)}, got {self.layer_type!r}"
+            )
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"act must be one of {ACTIVATIONS}, got {self.act!r}")
+        if isinstance(self.features, (int, np.integer)) or not isinstance(self.features, Sequence):
+            raise TypeError(
+                f"features must be a sequence of positive ints (hidden widths then the output "
+                f"width), got {self.features!r}"
+            )
+        if len(self.features) == 0:
+            raise ValueError("features must hold at least one width (the output width), got []")
+        for f in self.features:
+            if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f <= 0:
+                raise ValueError(f"features must hold positive ints, got {tuple(self.features)!r}")
+        for name in ("prior_mean", "prior_std"):
+            if np.size(getattr(self, name)) != 1:
+                raise ValueError(
+                    f"{name} of a BayesianMLP must be a scalar (layers differ in shape), got "
+                    f"shape {np.shape(getattr(self, name))}: replace the 'prior' subtree of the "
+                    "variables for weight-shaped priors"
+                )
+        super().__post_init__()
+
+    @property
+    def is_clt(self) -> bool:
+        """Whether the layers propagate ``(mean, var)`` (``'clt'`` or ``'cltdet'``)."""
+        return self.layer_type in ("clt", "cltdet")
+
+    def layer_kwargs(self, index: int) -> dict[str, Any]:
+        """Constructor arguments of layer ``index`` (``features`` included)."""
+        n = len(self.features)
+        if not 0 <= index < n:
+            raise ValueError(f"index must be in [0, {n}), got {index}")
+        kwargs: dict[str, Any] = dict(
+            features=int(self.features[index]),
+            use_bias=self.use_bias,
+            prior_mean=self.prior_mean,
+            prior_std=self.prior_std,
+            bias_prior_mean=self.bias_prior_mean,
+            bias_prior_std=self.bias_prior_std,
+            use_softplus=self.use_softplus,
+            rng_collection=self.rng_collection,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        if self.is_clt:
+            kwargs.update(act=self.act, is_input=index == 0, is_output=index == n - 1)
+        return kwargs
+
+    def setup(self) -> None:
+        cls = LAYER_TYPES[self.layer_type]
+        self.layers = [cls(**self.layer_kwargs(i)) for i in range(len(self.features))]
+
+    def __call__(
+        self,
+        x: Array,
+        var: Array | None = None,
+        *,
+        map: bool | None = None,
+        rng: Array | None = None,
+    ) -> Array | tuple[Array, Array | None]:
+        """Applies the network.
+
+        Args:
+            x: inputs (input means for CLT types), features on the last axis.
+            var: input variance for CLT types (``None``: deterministic input); must be
+                ``None`` for ``'bbb'`` and ``'lr'``.
+            map: MAP mode for this call (exclusive with the ``map`` field).
+            rng: PRNG key for this call (``'bbb'``/``'lr'``), split into one key per layer.
+
+        Returns:
+            ``y`` for ``'bbb'``/``'lr'``; ``(mean, var)`` for ``'clt'``/``'cltdet'``.
+        """
+        if self.map is None and map is None:
+            map_ = False
+        else:
+            map_ = bool(nn.merge_param("map", self.map, map))
+        n = len(self.layers)
+        if self.is_clt:
+            h, v = x, var
+            for layer in self.layers:
+                h, v = layer(h, v, map=map_)
+            return h, v
+        if var is not None:
+            raise ValueError(
+                f"var is only accepted by CLT layer types ('clt', 'cltdet'), got var for "
+                f"layer_type={self.layer_type!r}"
+            )
+        keys = [None] * n if (rng is None or map_) else list(jax.random.split(rng, n))
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = layer(h, map=map_, rng=keys[i])
+            if i < n - 1:
+                h = jax.nn.relu(h) if self.act == "relu" else crelu(h)
+        return h
