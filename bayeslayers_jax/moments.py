@@ -23,8 +23,8 @@ and the variance :math:`\approx 2\sigma^2\varphi(a)/|a|^3`. We use instead, with
 
 The ratios :math:`r_n` follow from the recurrence
 :math:`n\,\mathrm{Hh}_n = \mathrm{Hh}_{n-2} - t\,\mathrm{Hh}_{n-1}`; they are products of
-positive terms, so there is no cancellation. Below a threshold ``t`` (4 in float32, 5 in
-float64), where the direct formulas lose at most :math:`t^4/2` ulps, we use
+positive terms, so there is no cancellation. Below a threshold ``t`` (2.75 in float32, 4 in
+float64), where the direct formulas lose about :math:`t^4` ulps, we use
 :math:`R = \Phi(-t)/\varphi(t)`, :math:`g = 1 - tR`, :math:`w = (1+t^2)R - t` with
 ``ndtr(-t)`` (never ``1 - ndtr(t)``). Above it, a fixed-depth continued fraction (evaluated
 backwards, branch free, so it vectorizes and jits) converges to the dtype's precision. Results
@@ -55,6 +55,7 @@ from bayeslayers_jax._checks import broadcast_floats
 __all__ = ["relu_moments", "neg_relu_moments", "crelu_moments"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
 # |mu / sigma| is clipped here: beyond it every quantity has reached its limit exactly
 # (Phi = 0 or 1, phi = 0) in every dtype, and t**2 stays finite even in float16 -> float32.
 _A_MAX = 1e6
@@ -71,8 +72,8 @@ class _TailRatios(NamedTuple):
 def _cf_settings(dtype) -> tuple[float, int]:
     """(threshold, depth) of the continued fraction, by dtype precision (measured against mpmath)."""
     if jnp.finfo(dtype).bits >= 64:
-        return 5.0, 32
-    return 4.0, 20
+        return 4.0, 44
+    return 2.75, 32
 
 
 def _tail_ratios(t: jax.Array) -> _TailRatios:
@@ -115,21 +116,27 @@ def _side(mu_s, a_s, sigma, t, log_sigma, log_phi, phi, tail):
     # Lower side (a_s < 0): everything is phi(t) times a positive tail ratio.
     mean_lo = jnp.exp(log_sigma + log_phi + _safe_log(tail.g))
     var_lo = jnp.exp(2.0 * log_sigma + log_phi + _safe_log(tail.w - phi * tail.g * tail.g))
-    dvar_dsigma_lo = 2.0 * jnp.exp(log_sigma + log_phi + _safe_log(tail.mills - phi * tail.g))
+    # (Factors of 2 go inside the exp: the product may be normal where half of it is not.)
+    dvar_dsigma_lo = jnp.exp(_LOG_2 + log_sigma + log_phi + _safe_log(tail.mills - phi * tail.g))
     # Upper side (a_s >= 0): h(a) = t + h(-t) and no term cancels.
     h_minus = phi * tail.g
     h_plus = t + h_minus
     cdf_t = ndtr(t)
-    mean_hi = mu_s + sigma * h_minus
+    # mu_s + sigma * h(-t), written as mu_s * (1 + h(-t) / t) for t > 1 so that a tiny sigma
+    # (whose product with h(-t) would be subnormal) cannot lose the correction term.
+    mean_hi = jnp.where(t > 1, mu_s * (1.0 + h_minus / jnp.maximum(t, 1.0)), mu_s + sigma * h_minus)
     var_hi = sigma * sigma * jnp.maximum(cdf_t - h_plus * h_minus, 0.0)
     dvar_dsigma_hi = 2.0 * sigma * jnp.maximum(cdf_t - h_plus * phi, 0.0)
 
     mean = jnp.where(lower, mean_lo, mean_hi)
     var = jnp.where(lower, var_lo, var_hi)
     cdf_a = ndtr(a_s)  # d mean / d mu_s
-    ccdf_a = ndtr(-a_s)
     dmean_dsigma = phi
-    dvar_dmu = 2.0 * mean * ccdf_a
+    # d var / d mu_s = 2 mean Phi(-a), assembled in log space: on the upper side
+    # Phi(-t) = phi(t) R(t) may underflow while the product does not.
+    dvar_dmu_lo = jnp.exp(_LOG_2 + log_sigma + log_phi + _safe_log(tail.g) + jnp.log(cdf_t))
+    dvar_dmu_hi = jnp.exp(_LOG_2 + log_sigma + _safe_log(h_plus) + log_phi + _safe_log(tail.mills))
+    dvar_dmu = jnp.where(lower, dvar_dmu_lo, dvar_dmu_hi)
     dvar_dsigma = jnp.where(lower, dvar_dsigma_lo, dvar_dsigma_hi)
     return mean, var, (cdf_a, dmean_dsigma, dvar_dmu, dvar_dsigma)
 
@@ -175,7 +182,7 @@ def _moments(mu, sigma):
     """Broadcasts, upcasts half precision to float32, and evaluates both sides."""
     mu, sigma = broadcast_floats(mu=mu, sigma=sigma)
     out_dtype = mu.dtype
-    work_dtype = jnp.promote_types(out_dtype, jnp.float32)
+    work_dtype = jnp.float32 if jnp.finfo(out_dtype).bits < 32 else out_dtype
     mu, sigma = mu.astype(work_dtype), jnp.abs(sigma.astype(work_dtype))
     results = _relu_moments_core(mu, sigma)
     return tuple(r.astype(out_dtype) for r in results)
