@@ -1,0 +1,15 @@
+"""Device-agnostic benchmark suite of bayeslayers_jax: ``python -m benchmarks``.
+
+Modules, one concept each:
+
+* :mod:`benchmarks.flops`: the benchmark shapes and the explicit matmul FLOP model.
+* :mod:`benchmarks.timing`: ahead-of-time compilation and the median-of-repeats timer.
+* :mod:`benchmarks.memory`: compiled-function memory and the process peak.
+* :mod:`benchmarks.models`: the Dense baseline and the Bayesian networks with their forward,
+  loss, train step, Monte Carlo and ensemble functions.
+* :mod:`benchmarks.torch_compare`: the optional PyTorch implementation (imported lazily).
+* :mod:`benchmarks.suite`: the run itself and the performance targets.
+* :mod:`benchmarks.report`: Markdown and JSON output.
+"""
+
+__all__: list[str] = []
