@@ -13,6 +13,7 @@ from bayeslayers_jax.transforms import inv_softplus, rho_to_std, softplus
 # Public names of the other modules are imported below this line.
 from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl
 from bayeslayers_jax.mlp import BayesianMLP
+from bayeslayers_jax.porting import port_objectrl_layer, port_objectrl_mlp
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,6 @@ __all__ = [
     "crelu",
     "total_kl",
     "BayesianMLP",
+    "port_objectrl_layer",
+    "port_objectrl_mlp",
 ]

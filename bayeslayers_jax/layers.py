@@ -522,7 +522,7 @@ class CLTLinear(_BayesianLinearBase):
     CReLU moment matching (:func:`~bayeslayers_jax.moments.relu_moments`,
     :func:`~bayeslayers_jax.moments.crelu_moments`) of ``N(m, v)``; CReLU doubles the
     width. ``var=None`` means a deterministic input and is allowed only for the input layer
-    (``is_input=True``) or in MAP mode. MAP mode returns ``(activation(mu @ W_mu + b_mu),
+    (``is_input=True``), in MAP mode, or during ``init``. MAP mode returns ``(activation(mu @ W_mu + b_mu),
     None)`` (no activation on the output layer) and ignores ``var``.
 
     Attributes:
@@ -568,7 +568,8 @@ class CLTLinear(_BayesianLinearBase):
         if map_:
             return self._map_forward(mu, params), None
         if var is None:
-            if not self.is_input:
+            # During init only the shapes matter, so a missing variance is not an error there.
+            if not self.is_input and not self.is_initializing():
                 raise ValueError(
                     f"{type(self).__name__} got var=None, but a non-input layer "
                     "(is_input=False) needs the input variance outside MAP mode: pass var, "
