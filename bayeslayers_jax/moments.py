@@ -141,6 +141,7 @@ def _side(mu_s, a_s, sigma, t, log_sigma, log_phi, phi, tail):
     return mean, var, (cdf_a, dmean_dsigma, dvar_dmu, dvar_dsigma)
 
 
+@jax.jit  # compiled once per shape and dtype, so eager calls are not dispatched op by op
 def _both_sides(mu, sigma):
     """Moments and derivative coefficients of relu(X) and relu(-X) for X ~ N(mu, sigma^2)."""
     positive = sigma > 0

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ensemble-size", type=int, default=10,
                         help="networks in the ensemble benchmark (default: %(default)s)")
     parser.add_argument("--ensemble-methods", type=_csv, default=None,
-                        help="methods whose ensemble is timed (default: dense,bbb,clt; "
+                        help="methods whose ensemble is timed (default: dense,clt; "
                         "dense for --smoke)")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the PyTorch comparison even if torch is installed")

@@ -74,7 +74,7 @@ class Config:
     min_repeats: int = 3
     max_repeats: int = 50
     ensemble_size: int = 10
-    ensemble_methods: tuple[str, ...] = ("dense", "bbb", "clt")
+    ensemble_methods: tuple[str, ...] = ("dense", "clt")
     torch: str = "auto"
     torch_compile: bool = True
     seed: int = 0
