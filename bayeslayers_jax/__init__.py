@@ -14,6 +14,32 @@ from bayeslayers_jax.transforms import inv_softplus, rho_to_std, softplus
 from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl
 from bayeslayers_jax.mlp import BayesianMLP
 from bayeslayers_jax.porting import port_objectrl_layer, port_objectrl_mlp
+from bayeslayers_jax.metrics import (
+    accuracy,
+    auroc,
+    brier_score,
+    calibration_error,
+    categorical_nll,
+    expected_calibration_error,
+    interval_coverage,
+    mutual_information,
+    predictive_entropy,
+    regression_nll,
+    rmse,
+)
+from bayeslayers_jax.objectives import (
+    categorical_nll_from_logits,
+    elbo_loss,
+    expected_gaussian_log_likelihood,
+    expected_gaussian_nll,
+    gaussian_nll,
+    neg_elbo,
+    neg_log_prior,
+    probit_categorical_nll,
+    probit_log_softmax,
+    probit_softmax,
+)
+from bayeslayers_jax.predictive import ClassPredictive, Predictive, detect_mode, predictive, predictive_probs
 
 __version__ = "0.1.0"
 
@@ -43,4 +69,31 @@ __all__ = [
     "BayesianMLP",
     "port_objectrl_layer",
     "port_objectrl_mlp",
+    # training objectives, predictive distributions, metrics
+    "neg_elbo",
+    "elbo_loss",
+    "gaussian_nll",
+    "expected_gaussian_log_likelihood",
+    "expected_gaussian_nll",
+    "probit_softmax",
+    "probit_log_softmax",
+    "probit_categorical_nll",
+    "categorical_nll_from_logits",
+    "neg_log_prior",
+    "Predictive",
+    "ClassPredictive",
+    "predictive",
+    "predictive_probs",
+    "detect_mode",
+    "regression_nll",
+    "rmse",
+    "interval_coverage",
+    "calibration_error",
+    "accuracy",
+    "categorical_nll",
+    "brier_score",
+    "expected_calibration_error",
+    "predictive_entropy",
+    "mutual_information",
+    "auroc",
 ]

@@ -1,0 +1,215 @@
+r"""Predictive distributions of models built from this package's layers, in one call.
+
+:func:`predictive` returns the predictive mean, the epistemic variance (the variance of the
+network output over the weight posterior) and the total variance (epistemic plus the
+observation-noise variance) of a regression model; :func:`predictive_probs` returns the
+predictive class probabilities (and probability samples, for mutual information) of a
+classifier. Three modes:
+
+``'sample'`` (BBB, LR)
+    Monte Carlo over ``num_samples`` keys split from ``key``, vectorized with ``jax.vmap``:
+    each key draws one set of weights (BBB) or one set of pre-activation noises (LR) for the
+    whole batch. The mean and (``ddof=0``) variance of the sampled outputs estimate the
+    predictive mean and epistemic variance; their Monte Carlo standard errors shrink as
+    ``1/sqrt(num_samples)``.
+``'clt'`` (CLT, CLT-Det)
+    One deterministic pass: the network already returns the Gaussian ``(mean, var)`` of its
+    output, and that variance *is* the epistemic variance. No key, no samples.
+``'map'``
+    The means only (``map=True``): epistemic variance zero, total variance = noise variance.
+
+**How the mode is detected** (``mode=None``): the model is traced abstractly with
+``jax.eval_shape`` (no FLOPs) with a dummy ``'sample'`` key; a model that returns a
+*tuple* ``(mean, var)`` is a CLT model (``'clt'``), one that returns a single array is a
+sampling model (``'sample'``). MAP is never detected: ask for it with ``mode='map'``. A
+sampling model without ``key`` raises a ``ValueError``.
+
+The model is called as ``model.apply(variables, x, ...)`` (pass ``BayesianMLP`` or any
+module whose ``__call__`` takes the input first and accepts ``map=`` for MAP mode). Any
+``'kl'`` collection in ``variables`` is ignored.
+
+Both functions are jit-compatible (the mode is resolved at trace time). A module with list
+fields (``BayesianMLP(features=[...])``) is not hashable, so it cannot be a static argument:
+close over it instead, e.g.
+``fast = jax.jit(lambda v, x, k: predictive(model, v, x, key=k, num_samples=64))``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from bayeslayers_jax.objectives import probit_softmax
+
+__all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "detect_mode"]
+
+_MODES = ("sample", "clt", "map")
+
+
+class Predictive(NamedTuple):
+    """Gaussian summary of a regression model's predictive distribution.
+
+    Attributes:
+      mean: predictive mean, the output's shape.
+      epistemic_var: variance of the network output over the weights (0 for MAP).
+      total_var: ``epistemic_var + noise_var``: the variance of a new observation.
+      samples: the sampled outputs, shape ``(num_samples,) + output shape``, in
+        ``'sample'`` mode; ``None`` otherwise.
+    """
+
+    mean: jax.Array
+    epistemic_var: jax.Array
+    total_var: jax.Array
+    samples: Optional[jax.Array]
+
+
+class ClassPredictive(NamedTuple):
+    """A classifier's predictive class probabilities.
+
+    Attributes:
+      probs: predictive (posterior-mean) class probabilities, shape ``(..., K)``.
+      prob_samples: probability samples ``(num_samples, ..., K)`` for
+        :func:`bayeslayers_jax.mutual_information`, or ``None`` (MAP, or CLT without a key).
+    """
+
+    probs: jax.Array
+    prob_samples: Optional[jax.Array]
+
+
+def _strip_kl(variables):
+    return {name: col for name, col in variables.items() if name != "kl"}
+
+
+def detect_mode(model, variables, x):
+    """``'clt'`` if ``model`` returns a ``(mean, var)`` tuple, else ``'sample'`` (abstract trace only).
+
+    See the module docstring. Costs no FLOPs: it runs ``jax.eval_shape``.
+    """
+    variables = _strip_kl(variables)
+
+    def apply(v, inputs):
+        return model.apply(v, inputs, rngs={"sample": jax.random.key(0)})
+
+    out = jax.eval_shape(apply, variables, x)
+    return "clt" if isinstance(out, tuple) else "sample"
+
+
+def _resolve_mode(model, variables, x, mode, key):
+    if mode is None:
+        mode = detect_mode(model, variables, x)
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES} or None, got {mode!r}")
+    if mode == "sample" and key is None:
+        raise ValueError(
+            "predictive of a sampling model (BBB/LR, mode='sample') needs a PRNG key: pass "
+            "key=jax.random.key(seed), or mode='map' for the means only"
+        )
+    return mode
+
+
+def _sample_outputs(model, variables, x, key, num_samples):
+    keys = jax.random.split(key, num_samples)
+    return jax.vmap(lambda k: model.apply(variables, x, rngs={"sample": k}))(keys)
+
+
+def _clt_outputs(model, variables, x):
+    mean, var = model.apply(variables, x)
+    if var is None:
+        var = jnp.zeros_like(mean)
+    return mean, var
+
+
+def _map_outputs(model, variables, x):
+    out = model.apply(variables, x, map=True)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _check_num_samples(num_samples):
+    if not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
+
+
+def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noise_var=0.0):
+    r"""Predictive mean, epistemic variance and total variance of a regression model.
+
+    .. math::
+        \mathbb{E}[y] = \mathbb{E}_q[f(x)], \qquad
+        \mathrm{Var}[y] = \underbrace{\mathrm{Var}_q[f(x)]}_{\text{epistemic}}
+        + \underbrace{s^2}_{\text{noise}}
+
+    Args:
+      model: a ``flax.linen`` module built from this package's layers.
+      variables: its variables (``'params'``, ``'prior'``).
+      x: inputs, shape ``(B, ...)``.
+      key: PRNG key; required in ``'sample'`` mode, ignored otherwise.
+      num_samples: Monte Carlo samples in ``'sample'`` mode (a static int ``>= 2``).
+      mode: ``'sample'``, ``'clt'``, ``'map'`` or ``None`` to detect (see the module docstring).
+      noise_var: observation-noise variance ``s^2`` added to the total variance (scalar or
+        broadcastable to the output).
+
+    Returns:
+      A :class:`Predictive`.
+
+    Raises:
+      ValueError: for an unknown ``mode``, a bad ``num_samples``, or a sampling model
+        without ``key``.
+    """
+    variables = _strip_kl(variables)
+    mode = _resolve_mode(model, variables, x, mode, key)
+    samples = None
+    if mode == "sample":
+        _check_num_samples(num_samples)
+        samples = _sample_outputs(model, variables, x, key, num_samples)
+        mean = jnp.mean(samples, axis=0)
+        epistemic = jnp.var(samples, axis=0)
+    elif mode == "clt":
+        mean, epistemic = _clt_outputs(model, variables, x)
+    else:
+        mean = _map_outputs(model, variables, x)
+        epistemic = jnp.zeros_like(mean)
+    noise = jnp.broadcast_to(jnp.asarray(noise_var, mean.dtype), mean.shape)
+    return Predictive(mean=mean, epistemic_var=epistemic, total_var=epistemic + noise, samples=samples)
+
+
+def predictive_probs(
+    model, variables, x, *, key=None, num_samples=100, mode=None, probit_method="pairwise"
+):
+    r"""Predictive class probabilities of a classifier (its outputs are logits).
+
+    * ``'sample'``: ``probs`` is the Monte Carlo average of ``softmax(f^{(s)})`` over
+      ``num_samples`` weight samples, and those softmaxes are ``prob_samples``.
+    * ``'clt'``: ``probs`` is the probit approximation of ``E[softmax(f)]`` under the Gaussian
+      logits ``N(mean, diag var)`` (:func:`bayeslayers_jax.probit_softmax`, its accuracy is
+      stated there). With a ``key``, ``prob_samples`` are softmaxes of ``num_samples`` logit
+      vectors drawn from that Gaussian (cheap: no network pass), for mutual information.
+    * ``'map'``: ``softmax`` of the MAP logits; no samples.
+
+    Args:
+      model, variables, x, key, num_samples, mode: as in :func:`predictive` (a key is optional
+        in ``'clt'`` mode).
+      probit_method: ``'pairwise'`` or ``'scaled'`` (see :func:`bayeslayers_jax.probit_log_softmax`).
+
+    Returns:
+      A :class:`ClassPredictive`.
+    """
+    variables = _strip_kl(variables)
+    mode = _resolve_mode(model, variables, x, mode, key)
+    if mode == "sample":
+        _check_num_samples(num_samples)
+        logits = _sample_outputs(model, variables, x, key, num_samples)
+        prob_samples = jax.nn.softmax(logits, axis=-1)
+        return ClassPredictive(probs=jnp.mean(prob_samples, axis=0), prob_samples=prob_samples)
+    if mode == "clt":
+        mean, var = _clt_outputs(model, variables, x)
+        probs = probit_softmax(mean, var, probit_method)
+        prob_samples = None
+        if key is not None:
+            _check_num_samples(num_samples)
+            eps = jax.random.normal(key, (num_samples,) + mean.shape, mean.dtype)
+            logits = mean[None] + jnp.sqrt(var)[None] * eps
+            prob_samples = jax.nn.softmax(logits, axis=-1)
+        return ClassPredictive(probs=probs, prob_samples=prob_samples)
+    logits = _map_outputs(model, variables, x)
+    return ClassPredictive(probs=jax.nn.softmax(logits, axis=-1), prob_samples=None)
