@@ -151,3 +151,15 @@ def test_config_rejects_unknown_names():
     with pytest.raises(ValueError, match="torch"):
         Config(torch="yes")
     assert Config(methods=("clt",)).run_methods == ("dense", "clt")
+
+
+def test_torch_comparison_reports_missing_torch(monkeypatch):
+    """With torch unimportable (``sys.modules['torch'] = None`` makes the import fail) the
+    comparison is skipped with a status, never an exception."""
+    from benchmarks import torch_compare
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert torch_compare.torch_version() == "not installed"
+    out = torch_compare.run_torch([SHAPES["rl"]], ["dense"], use_cuda=False, budget_s=0.0,
+                                  min_repeats=1, max_repeats=1)
+    assert out == {"status": "not installed"}

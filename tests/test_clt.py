@@ -1,0 +1,69 @@
+"""clt_linear_moments equals the exact moments of an affine layer with Gaussian weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayeslayers_jax import clt_linear_moments, sample_weights
+
+N = 40_000
+
+
+def _monte_carlo(key, mu, var, w_mu, w_std, b_mu, b_std):
+    """Samples y = x W + b with x ~ N(mu, diag var), W and b Gaussian; returns (n, features)."""
+    kx, kw, kb = jax.random.split(key, 3)
+    noise = jax.random.normal(kx, (N,) + mu.shape)
+    x = mu[None] + (0 if var is None else jnp.sqrt(var)[None] * noise)
+    w = w_mu if w_std is None else jax.vmap(sample_weights, (0, None, None))(jax.random.split(kw, N), w_mu, w_std)
+    y = jnp.einsum("ni,nij->nj", x, jnp.broadcast_to(w, (N,) + w_mu.shape))
+    if b_mu is not None:
+        b = b_mu if b_std is None else jax.vmap(sample_weights, (0, None, None))(jax.random.split(kb, N), b_mu, b_std)
+        y = y + (b if b.ndim == 2 else b[None])
+    return np.asarray(y)
+
+
+@pytest.mark.parametrize("input_var", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("weight_var", [True, False])
+def test_matches_monte_carlo_over_weights_within_4_standard_errors(input_var, bias, weight_var):
+    rng = np.random.default_rng(0)
+    mu = jnp.asarray(rng.normal(size=4))
+    var = jnp.asarray(rng.uniform(0.1, 1.0, 4)) if input_var else None
+    w_mu = jnp.asarray(rng.normal(size=(4, 3)))
+    w_std = jnp.asarray(rng.uniform(0.2, 0.8, (4, 3))) if weight_var else None
+    b_mu = jnp.asarray(rng.normal(size=3)) if bias else None
+    b_std = jnp.asarray(rng.uniform(0.2, 0.8, 3)) if bias else None
+    mean, out_var = clt_linear_moments(
+        mu[None], None if var is None else var[None], w_mu, None if w_std is None else w_std**2, b_mu,
+        None if b_std is None else b_std**2,
+    )
+    y = _monte_carlo(jax.random.key(1), mu, var, w_mu, w_std, b_mu, b_std)
+    mean, out_var = np.asarray(mean)[0], np.asarray(out_var)[0]
+    m, v = y.mean(0), y.var(0, ddof=1)
+    fp = 1e-12 * (1 + np.abs(mean))  # the all-deterministic case differs by rounding only
+    assert np.all(np.abs(m - mean) <= 4 * np.sqrt(out_var / N) + fp)
+    # The output is not Gaussian (products of Gaussians): SE of the variance from the 4th moment.
+    se_v = np.sqrt((((y - m) ** 4).mean(0) - v**2) / N)
+    assert np.all(np.abs(v - out_var) <= 4 * se_v + fp**2), (v, out_var, se_v)
+
+
+def test_deterministic_input_and_weights_give_zero_variance_and_batch_shapes():
+    mu = jnp.ones((2, 5, 4))
+    mean, var = clt_linear_moments(mu, None, jnp.ones((4, 3)), None, jnp.zeros(3))
+    assert mean.shape == var.shape == (2, 5, 3)
+    np.testing.assert_array_equal(mean, 4.0)
+    np.testing.assert_array_equal(var, 0.0)
+    f = jax.jit(jax.vmap(lambda m: clt_linear_moments(m, m**2, jnp.ones((4, 3)), jnp.ones((4, 3)))))
+    assert f(mu)[1].shape == (2, 5, 3)
+
+
+def test_shape_errors_name_the_arguments():
+    with pytest.raises(ValueError, match="`mu` and `var`"):
+        clt_linear_moments(jnp.ones((2, 4)), jnp.ones((2, 3)), jnp.ones((4, 3)), None)
+    with pytest.raises(ValueError, match=r"`mu` \(shape \(2, 5\)\).*`weight_mu`"):
+        clt_linear_moments(jnp.ones((2, 5)), None, jnp.ones((4, 3)), None)
+    with pytest.raises(ValueError, match="`weight_mu` and `weight_var`"):
+        clt_linear_moments(jnp.ones((2, 4)), None, jnp.ones((4, 3)), jnp.ones((3, 4)))
+    with pytest.raises(ValueError, match="`bias_var` was given without `bias_mu`"):
+        clt_linear_moments(jnp.ones((2, 4)), None, jnp.ones((4, 3)), None, None, jnp.ones(3))
