@@ -31,6 +31,7 @@ from bayeslayers_jax.objectives import (
     categorical_nll_from_logits,
     elbo_loss,
     expected_gaussian_log_likelihood,
+    make_elbo_loss_fn,
     expected_gaussian_nll,
     gaussian_nll,
     neg_elbo,
@@ -38,6 +39,13 @@ from bayeslayers_jax.objectives import (
     probit_categorical_nll,
     probit_log_softmax,
     probit_softmax,
+)
+from bayeslayers_jax.parallel import (
+    batch_mesh,
+    data_parallel_train_step,
+    replicate,
+    shard_batch,
+    train_step,
 )
 from bayeslayers_jax.predictive import ClassPredictive, Predictive, detect_mode, predictive, predictive_probs
 
@@ -72,6 +80,7 @@ __all__ = [
     # training objectives, predictive distributions, metrics
     "neg_elbo",
     "elbo_loss",
+    "make_elbo_loss_fn",
     "gaussian_nll",
     "expected_gaussian_log_likelihood",
     "expected_gaussian_nll",
@@ -96,4 +105,10 @@ __all__ = [
     "predictive_entropy",
     "mutual_information",
     "auroc",
+    # data-parallel training
+    "batch_mesh",
+    "replicate",
+    "shard_batch",
+    "train_step",
+    "data_parallel_train_step",
 ]

@@ -103,7 +103,7 @@ def total_kl(kl_collection: Any) -> Array:
     """
     leaves = jax.tree_util.tree_leaves(kl_collection)
     if not leaves:
-        return jnp.zeros(())
+        return jnp.asarray(0.0)  # weakly typed: adds to any float dtype under strict promotion
     total = jnp.sum(leaves[0])
     for leaf in leaves[1:]:
         total = total + jnp.sum(leaf)

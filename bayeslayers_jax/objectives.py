@@ -49,6 +49,7 @@ __all__ = [
     "categorical_nll_from_logits",
     "neg_log_prior",
     "elbo_loss",
+    "make_elbo_loss_fn",
 ]
 
 _PROBIT_METHODS = ("pairwise", "scaled")
@@ -420,3 +421,35 @@ def elbo_loss(
             nll = categorical_nll_from_logits(y, out)
     loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
     return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
+
+
+def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **elbo_kwargs):
+    """``loss_fn(params, batch, key)`` for optimizers: :func:`elbo_loss` with the rest fixed.
+
+    The non-trainable collections of ``variables`` (``'prior'``; any ``'kl'`` is dropped) are
+    closed over; ``batch`` is ``(x, y)``. This is the form :func:`bayeslayers_jax.parallel.train_step`
+    and :func:`bayeslayers_jax.parallel.data_parallel_train_step` expect.
+
+    Args:
+      model: the network.
+      variables: its variables (only the non-``'params'`` collections are used).
+      num_train_examples: ``N``.
+      has_aux: return ``(loss, aux)`` instead of the loss.
+      **elbo_kwargs: ``likelihood``, ``noise_var``, ``kl_weight``, ``map``, ``probit_method``
+        of :func:`elbo_loss`.
+
+    Returns:
+      ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)``).
+    """
+    unknown = set(elbo_kwargs) - {"likelihood", "noise_var", "kl_weight", "map", "probit_method"}
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments for elbo_loss: {sorted(unknown)}")
+    others = {name: col for name, col in variables.items() if name not in ("params", "kl")}
+
+    def loss_fn(params, batch, key):
+        x, y = batch
+        loss, aux = elbo_loss(model, {**others, "params": params}, x, y, key=key,
+                              num_train_examples=num_train_examples, **elbo_kwargs)
+        return (loss, aux) if has_aux else loss
+
+    return loss_fn

@@ -102,7 +102,7 @@ def markdown_report(results: dict[str, Any]) -> str:
                          f"{m['samples_per_s']:.1f}", f"{m['rows_per_s']:.3g}"])
     out += _table(["shape", "method", "samples per call", "ms per call", "samples/s",
                    "input rows x samples / s"], rows) + [""]
-    out += [f"## Ensemble of networks: vmapped over parameter sets vs separate calls (forward)", ""]
+    out += ["## Ensemble of networks: vmapped over parameter sets vs separate calls (forward)", ""]
     rows = [[e["shape"], _NAMES[e["method"]], str(e["members"]), _ms(e["vmapped_s"]),
              _ms(e["separate_s"]), _x(e["speedup"])] for e in results["ensemble"]]
     out += _table(["shape", "method", "members", "vmapped ms", "separate ms",
