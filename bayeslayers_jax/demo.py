@@ -227,7 +227,7 @@ def run_demo(steps=3000, out_dir="demo_output", seed=0, *, methods=tuple(METHODS
 
     Returns:
       dict: method name -> dict with ``nll``, ``rmse``, ``coverage_in``, ``coverage_out``,
-      ``seconds_per_step``, ``final_loss`` (floats), ``losses`` and the plotted curves (NumPy
+      ``seconds_per_step``, ``initial_loss``, ``final_loss`` (floats), ``losses`` and the plotted curves (NumPy
       arrays); plus the key ``'_table'`` holding the formatted table (str).
     """
     unknown = [m for m in methods if m not in METHODS]
@@ -282,6 +282,7 @@ def run_demo(steps=3000, out_dir="demo_output", seed=0, *, methods=tuple(METHODS
         results[name] = {
             **{k: float(v) for k, v in scores.items()},
             "seconds_per_step": sec,
+            "initial_loss": float(losses[0]),
             "final_loss": float(losses[-1]),
             "losses": losses,
             "curve_mean": mean[curve],

@@ -1,0 +1,180 @@
+"""Data-parallel training with ``jax.sharding`` (the SPMD partitioner), for any of our models.
+
+The recipe is the standard JAX one: a 1-D :class:`jax.sharding.Mesh` over the devices with one
+axis (``'batch'``), the minibatch split along its first axis over that mesh
+(``NamedSharding(mesh, P('batch'))``), the parameters, optimizer state and PRNG key replicated
+(``NamedSharding(mesh, P())``), and one ``jax.jit`` with those shardings. XLA's SPMD
+partitioner inserts the cross-device reductions (the mean over the batch in the NLL, the
+gradient all-reduce) by itself: the training step is the single-device step, unchanged.
+
+Keys: the step's key is replicated, so every device sees the same key. BBB draws one weight
+sample per step from it (the same weights on every device: one sample per minibatch, exactly
+as on one device); LR draws noise of the output's shape, which JAX generates sharded along
+the batch (``jax_threefry_partitionable``, the default since JAX 0.5) with the *same values* as
+on one device. So a sharded run reproduces the single-device run up to floating-point
+reduction order (``tests/test_parallel.py`` checks this on 4 simulated CPU devices).
+
+Multi-device use::
+
+    mesh = batch_mesh()                       # all local devices: GPUs of a host, TPU cores
+    step = data_parallel_train_step(loss_fn, optax.adam(1e-3), mesh)
+    params, opt_state = replicate((params, opt_state), mesh)
+    for x, y in batches:                      # the global batch; size divisible by the devices
+        key, sub = jax.random.split(key)
+        params, opt_state, loss = step(params, opt_state, shard_batch((x, y), mesh), sub)
+
+* One host with several GPUs or a TPU VM: run the script as it is; ``jax.devices()`` lists
+  the accelerators and :func:`batch_mesh` uses them all.
+* Simulated devices on a CPU (for testing): ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+  in the environment *before* JAX initializes (before the first ``import jax`` that touches a
+  device, e.g. ``XLA_FLAGS=... python train.py``).
+* Several hosts (TPU pods, multi-node GPU): call ``jax.distributed.initialize()`` first in every
+  process, build the mesh from ``jax.devices()`` (global), and give each process its share of the
+  batch with ``jax.make_array_from_process_local_data(NamedSharding(mesh, P('batch')), local)``
+  instead of :func:`shard_batch`.
+
+References:
+  JAX documentation, "Distributed arrays and automatic parallelization" (``jax.sharding``);
+  Xu et al. 2021, "GSPMD: General and Scalable Parallelization for ML Computation Graphs".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+__all__ = [
+    "batch_mesh",
+    "replicate",
+    "shard_batch",
+    "train_step",
+    "data_parallel_train_step",
+]
+
+
+def batch_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "batch") -> Mesh:
+    """A 1-D device mesh for data parallelism.
+
+    Args:
+      devices: the devices to use (default: all of ``jax.devices()``).
+      axis_name: the name of the mesh axis the batch is split over.
+
+    Returns:
+      A :class:`jax.sharding.Mesh` of shape ``(len(devices),)``.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) == 0:
+        raise ValueError("devices must hold at least one device, got an empty sequence")
+    return Mesh(np.asarray(devices, dtype=object), (axis_name,))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf of ``tree`` on every device of ``mesh`` (``NamedSharding(mesh, P())``)."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch: Any, mesh: Mesh, axis_name: str | None = None) -> Any:
+    """Splits every leaf of ``batch`` along its first axis over the mesh axis ``axis_name``.
+
+    Args:
+      batch: an array or a pytree of arrays (e.g. ``(x, y)``) sharing the batch size.
+      mesh: the mesh (see :func:`batch_mesh`).
+      axis_name: mesh axis to split over (default: the mesh's only axis).
+
+    Returns:
+      The batch as sharded ``jax.Array``s.
+
+    Raises:
+      ValueError: if a leaf is a scalar or its batch size is not divisible by the number of
+        devices on the axis.
+    """
+    axis_name = _axis(mesh, axis_name)
+    num = mesh.shape[axis_name]
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+        shape = np.shape(leaf)
+        if len(shape) == 0 or shape[0] % num != 0:
+            raise ValueError(
+                f"batch leaf {jax.tree_util.keystr(path) or '(root)'} has shape {shape}: its first "
+                f"(batch) axis must be divisible by the {num} devices of mesh axis {axis_name!r}"
+            )
+    return jax.device_put(batch, NamedSharding(mesh, P(axis_name)))
+
+
+def _axis(mesh: Mesh, axis_name: str | None) -> str:
+    if axis_name is None:
+        if len(mesh.axis_names) != 1:
+            raise ValueError(f"axis_name is required for a mesh with axes {mesh.axis_names}")
+        return mesh.axis_names[0]
+    if axis_name not in mesh.axis_names:
+        raise ValueError(f"axis_name {axis_name!r} is not an axis of the mesh {mesh.axis_names}")
+    return axis_name
+
+
+def train_step(
+    loss_fn: Callable[..., Any], optimizer: optax.GradientTransformation, *, has_aux: bool = False
+) -> Callable[..., Any]:
+    """The plain (unjitted, single-program) optimizer step for ``loss_fn``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)`` with ``has_aux``),
+        e.g. built with :func:`bayeslayers_jax.elbo_loss`.
+      optimizer: an optax gradient transformation.
+      has_aux: whether ``loss_fn`` also returns auxiliary outputs.
+
+    Returns:
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)`` (``loss`` is
+      ``(loss, aux)`` with ``has_aux``).
+    """
+
+    def step(params, opt_state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, batch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def data_parallel_train_step(
+    loss_fn: Callable[..., Any],
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh | None = None,
+    *,
+    axis_name: str | None = None,
+    has_aux: bool = False,
+    donate: bool = False,
+) -> Callable[..., Any]:
+    """A jitted data-parallel training step: batch sharded over ``mesh``, the rest replicated.
+
+    ``loss_fn`` must average over the batch (as :func:`bayeslayers_jax.neg_elbo` does): the
+    sharded step then computes exactly the single-device loss and gradient, with XLA's SPMD
+    partitioner doing the cross-device reductions.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)`` with ``has_aux``);
+        ``batch`` is any pytree whose leaves have the batch on their first axis.
+      optimizer: an optax gradient transformation.
+      mesh: the device mesh (default: :func:`batch_mesh` over all devices).
+      axis_name: mesh axis of the batch (default: the mesh's only axis).
+      has_aux: whether ``loss_fn`` also returns auxiliary outputs.
+      donate: donate the input ``params`` and ``opt_state`` buffers (saves memory; the inputs
+        must not be used after the call).
+
+    Returns:
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)``, jitted with
+      ``in_shardings=(replicated, replicated, batch-sharded, replicated)`` and replicated
+      outputs. Pass a batch from :func:`shard_batch` (or any array; jit moves it).
+    """
+    mesh = batch_mesh() if mesh is None else mesh
+    axis_name = _axis(mesh, axis_name)
+    replicated = NamedSharding(mesh, P())
+    sharded = NamedSharding(mesh, P(axis_name))
+    return jax.jit(
+        train_step(loss_fn, optimizer, has_aux=has_aux),
+        in_shardings=(replicated, replicated, sharded, replicated),
+        out_shardings=(replicated, replicated, replicated),
+        donate_argnums=(0, 1) if donate else (),
+    )
