@@ -1,0 +1,123 @@
+"""Predictive distributions of each method against sampling.
+
+Ground truth: for a network with ONE hidden layer and a deterministic input, the CLT moments
+are exact (the hidden pre-activations are independent Gaussians, the ReLU moments are exact,
+and the output is a sum of independent products whose mean and variance the CLT formula
+gives exactly). So the Monte Carlo predictive of BBB (weight samples) and of LR (pre-activation
+samples, the same marginal per example) with the same parameters must agree with the CLT
+predictive within 4 standard errors: SE(mean) = sd / sqrt(S) and
+SE(var) = sqrt((m4 - var^2) / S), both estimated from the samples.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayeslayers_jax.mlp import BayesianMLP
+from bayeslayers_jax.objectives import probit_softmax
+from bayeslayers_jax.predictive import detect_mode, predictive, predictive_probs
+
+S = 4000
+
+
+def _models_and_variables(out_features=3):
+    x = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (6, 3)), jnp.float64)
+    models = {t: BayesianMLP(features=(16, out_features), layer_type=t, param_dtype=jnp.float64)
+              for t in ("bbb", "lr", "clt")}
+    variables = models["bbb"].init({"params": jax.random.key(0), "sample": jax.random.key(1)}, x)
+    # Larger posterior stds than the initial exp(-4.6) ~ 0.01, so the variance is substantial.
+    rho = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(np.random.default_rng(2).uniform(-1.5, -0.5, a.shape), jnp.float64),
+        {k: {n: v for n, v in layer.items() if n.endswith("rho")}
+         for k, layer in variables["params"].items()})
+    params = {k: {**layer, **rho[k]} for k, layer in variables["params"].items()}
+    return models, {**variables, "params": params}, x
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return _models_and_variables()
+
+
+def test_detect_mode(setup):
+    models, variables, x = setup
+    assert detect_mode(models["bbb"], variables, x) == "sample"
+    assert detect_mode(models["lr"], variables, x) == "sample"
+    assert detect_mode(models["clt"], variables, x) == "clt"
+
+
+@pytest.mark.parametrize("layer_type", ["bbb", "lr"])
+def test_sampled_predictive_matches_exact_clt_moments(setup, layer_type):
+    models, variables, x = setup
+    clt = predictive(models["clt"], variables, x, noise_var=0.3)
+    assert clt.samples is None
+    # Under jit (the documented way to reuse it: close over the model).
+    pred = jax.jit(lambda v, k: predictive(models[layer_type], v, x, key=k, num_samples=S,
+                                           noise_var=0.3))(variables, jax.random.key(7))
+    samples = np.asarray(pred.samples)
+    assert samples.shape == (S, 6, 3)
+    mean, var = samples.mean(0), samples.var(0)
+    np.testing.assert_allclose(np.asarray(pred.mean), mean, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(pred.epistemic_var), var, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(pred.total_var), var + 0.3, rtol=1e-12)
+    se_mean = np.sqrt(var / S)
+    m4 = ((samples - mean) ** 4).mean(0)
+    se_var = np.sqrt((m4 - var**2) / S)
+    assert np.all(np.abs(np.asarray(clt.mean) - mean) <= 4 * se_mean)
+    assert np.all(np.abs(np.asarray(clt.epistemic_var) - var) <= 4 * se_var)
+    # The variance is not negligible (so the comparison is not vacuous).
+    assert np.all(var > 10 * se_var)
+    np.testing.assert_allclose(np.asarray(clt.total_var), np.asarray(clt.epistemic_var) + 0.3, rtol=1e-14)
+
+
+def test_map_predictive(setup):
+    models, variables, x = setup
+    for t in ("bbb", "clt"):
+        pred = predictive(models[t], variables, x, mode="map", noise_var=0.5)
+        out = models[t].apply(variables, x, map=True)
+        out = out[0] if isinstance(out, tuple) else out
+        np.testing.assert_array_equal(np.asarray(pred.mean), np.asarray(out))
+        assert float(jnp.max(jnp.abs(pred.epistemic_var))) == 0.0
+        np.testing.assert_array_equal(np.asarray(pred.total_var), 0.5)
+        assert pred.samples is None
+
+
+def test_errors(setup):
+    models, variables, x = setup
+    with pytest.raises(ValueError, match="key"):
+        predictive(models["bbb"], variables, x)
+    with pytest.raises(ValueError, match="mode"):
+        predictive(models["bbb"], variables, x, mode="ensemble")
+    with pytest.raises(ValueError, match="num_samples"):
+        predictive(models["lr"], variables, x, key=jax.random.key(0), num_samples=1)
+    with pytest.raises(ValueError, match="key"):
+        predictive_probs(models["lr"], variables, x)
+
+
+def test_predictive_probs(setup):
+    models, variables, x = setup
+    key = jax.random.key(3)
+    # Sampling: the mean of the per-sample softmaxes of exactly the predictive's samples.
+    sampled = predictive(models["bbb"], variables, x, key=key, num_samples=50)
+    probs = predictive_probs(models["bbb"], variables, x, key=key, num_samples=50)
+    expected = jax.nn.softmax(sampled.samples, axis=-1)
+    np.testing.assert_allclose(np.asarray(probs.prob_samples), np.asarray(expected), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(probs.probs), np.asarray(expected.mean(0)), rtol=1e-12)
+    # CLT: the probit approximation of the Gaussian logits; samples only with a key.
+    mean, var = models["clt"].apply(variables, x)
+    clt = predictive_probs(models["clt"], variables, x)
+    np.testing.assert_allclose(np.asarray(clt.probs), np.asarray(probit_softmax(mean, var)), rtol=1e-12)
+    assert clt.prob_samples is None
+    clt_s = predictive_probs(models["clt"], variables, x, key=key, num_samples=4000)
+    assert clt_s.prob_samples.shape == (4000, 6, 3)
+    # Their mean estimates E[softmax] which the probit approximates (bound 0.06 for these
+    # stds <= 1 and K = 3, see probit_log_softmax) within Monte Carlo error (<= 4 * 0.5/sqrt(S)).
+    assert float(jnp.max(jnp.abs(clt_s.prob_samples.mean(0) - clt.probs))) <= 0.06 + 4 * 0.5 / math.sqrt(4000)
+    # MAP: softmax of the mean network.
+    mp = predictive_probs(models["clt"], variables, x, mode="map")
+    np.testing.assert_allclose(
+        np.asarray(mp.probs), np.asarray(jax.nn.softmax(models["clt"].apply(variables, x, map=True)[0])),
+        rtol=1e-12)
