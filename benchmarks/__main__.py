@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ensemble-methods", type=_csv, default=None,
                         help="methods whose ensemble is timed (default: dense,clt; "
                         "dense for --smoke)")
+    parser.add_argument("--ensemble-max-forward", type=float, default=0.25,
+                        help="skip an ensemble when one forward pass takes longer than this "
+                        "many seconds (default: %(default)s)")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip the PyTorch comparison even if torch is installed")
     parser.add_argument("--no-torch-compile", action="store_true",
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     common: dict = dict(
         methods=args.methods,
         ensemble_size=args.ensemble_size,
+        ensemble_max_forward_s=args.ensemble_max_forward,
         torch="off" if args.no_torch else "auto",
     )
     if args.ensemble_methods is not None:

@@ -93,7 +93,7 @@ class Shape:
 
 SHAPES = {
     "rl": Shape("rl", 256, (24, 256, 256, 1), 64, "RL critic"),
-    "wide": Shape("wide", 4096, (512, 2048, 2048, 1), 8, "wide MLP"),
+    "wide": Shape("wide", 4096, (512, 2048, 2048, 1), 4, "wide MLP"),
 }
 
 

@@ -103,7 +103,9 @@ def markdown_report(results: dict[str, Any]) -> str:
     out += _table(["shape", "method", "samples per call", "ms per call", "samples/s",
                    "input rows x samples / s"], rows) + [""]
     out += ["## Ensemble of networks: vmapped over parameter sets vs separate calls (forward)", ""]
-    rows = [[e["shape"], _NAMES[e["method"]], str(e["members"]), _ms(e["vmapped_s"]),
+    rows = [[e["shape"], _NAMES[e["method"]], str(e["members"]), "skipped: " + e["skipped"], "-", "-"]
+            if "skipped" in e else
+            [e["shape"], _NAMES[e["method"]], str(e["members"]), _ms(e["vmapped_s"]),
              _ms(e["separate_s"]), _x(e["speedup"])] for e in results["ensemble"]]
     out += _table(["shape", "method", "members", "vmapped ms", "separate ms",
                    "speedup of vmap"], rows) + [""]

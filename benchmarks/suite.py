@@ -62,6 +62,9 @@ class Config:
       max_repeats: maximum timed repeats per measurement.
       ensemble_size: networks in the ensemble benchmark.
       ensemble_methods: methods for which the ensemble is timed.
+      ensemble_max_forward_s: an ensemble is skipped (and reported as skipped) when one
+        network's forward pass takes longer than this: it would only repeat the forward
+        timing ``ensemble_size`` times over (on a 2-core CPU at the wide shape, minutes).
       torch: ``'auto'`` (compare when torch is importable) or ``'off'``.
       torch_compile: attempt ``torch.compile`` when comparing with PyTorch.
       seed: PRNG seed for data and parameters.
@@ -75,6 +78,7 @@ class Config:
     max_repeats: int = 50
     ensemble_size: int = 10
     ensemble_methods: tuple[str, ...] = ("dense", "clt")
+    ensemble_max_forward_s: float = 0.25
     torch: str = "auto"
     torch_compile: bool = True
     seed: int = 0
@@ -273,6 +277,13 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress) -> dict[str, li
 
     ensemble: list[dict[str, Any]] = []
     for method, calls in ens_calls.items():
+        if fwd_time[method] > cfg.ensemble_max_forward_s:
+            reason = (f"one forward pass takes {fwd_time[method]:.2f} s > "
+                      f"{cfg.ensemble_max_forward_s:g} s (--ensemble-max-forward)")
+            ensemble.append({"shape": shape.name, "method": method,
+                             "members": cfg.ensemble_size, "skipped": reason})
+            progress.step(f"{shape.name:<5} {method:<7} ensemble skipped: {reason}")
+            continue
         timings = _time_group(calls, cfg)
         t_vmap, t_sep = timings["vmapped"], timings["separate"]
         ensemble.append({
