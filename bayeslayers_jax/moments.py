@@ -65,97 +65,99 @@ class _TailRatios(NamedTuple):
     """Scaled tail quantities at t = |a| >= 0 (all positive, see the module docstring)."""
 
     mills: jax.Array  # R(t) = Phi(-t) / phi(t) = r_0
-    g: jax.Array  # h(-t) / phi(t) = 1 - t R
-    w: jax.Array  # E[relu(Z - t)^2] / phi(t) = (1 + t^2) R - t
+    g: jax.Array  # h(-t) / phi(t) = 1 - t R = r_0 r_1
+    w: jax.Array  # E[relu(Z - t)^2] / phi(t) = (1 + t^2) R - t = 2 r_0 r_1 r_2
 
 
 def _cf_settings(dtype) -> tuple[float, int]:
     """(threshold, depth) of the continued fraction, by dtype precision (measured against mpmath)."""
     if jnp.finfo(dtype).bits >= 64:
-        return 4.0, 44
-    return 2.75, 32
+        return 4.0, 32
+    return 2.75, 12
 
 
-def _tail_ratios(t: jax.Array) -> _TailRatios:
+def _tail_ratios(t: jax.Array, phi: jax.Array) -> _TailRatios:
+    """R, g and w at ``t >= 0`` (``phi = phi(t)``): direct formulas, else a continued fraction."""
     threshold, depth = _cf_settings(t.dtype)
     # Direct formulas below the threshold (t clipped so the unused branch stays finite).
     td = jnp.minimum(t, threshold)
-    mills_direct = ndtr(-td) * jnp.exp(0.5 * td * td + _LOG_SQRT_2PI)
+    phi_d = jnp.where(t <= threshold, phi, math.exp(-0.5 * threshold**2 - _LOG_SQRT_2PI))
+    mills_direct = ndtr(-td) / phi_d
     g_direct = 1.0 - td * mills_direct
     w_direct = (1.0 + td * td) * mills_direct - td
-    # Continued fraction r_n = 1 / (t + (n + 1) r_{n+1}), evaluated from r_{depth+1} = 0.
+    # Continued fraction r_n = 1 / (t + (n + 1) r_{n+1}), as the ratio r_n = p_n / q_n of the
+    # recurrence p_n = u q_{n+1}, q_n = q_{n+1} + (n + 1) u p_{n+1} (u = 1/t: both scaled by
+    # u at each step, so nothing overflows). Division free: r_0 = p_0 / q_0,
+    # r_0 r_1 = u^2 q_2 / q_0 and r_0 r_1 r_2 = u^2 p_2 / q_0. It starts from the fixed point
+    # of r = 1 / (t + (depth + 2) r), which the tail of the fraction approaches, so a few
+    # terms reach the dtype's precision (12 in float32, 32 in float64, measured vs mpmath).
     tc = jnp.maximum(t, threshold)
-    r = jnp.zeros_like(tc)
-    r1 = r2 = r
+    u = 1.0 / tc
+    p = 2.0 / (tc + jnp.sqrt(tc * tc + 4.0 * (depth + 2)))
+    q = jnp.ones_like(u)
+    p2 = q2 = p
     for n in range(depth, -1, -1):
-        r = 1.0 / (tc + (n + 1) * r)
+        p, q = u * q, q + ((n + 1) * u) * p
         if n == 2:
-            r2 = r
-        elif n == 1:
-            r1 = r
+            p2, q2 = p, q
+    inv_q0 = 1.0 / q
+    u2 = u * u
     use_cf = t > threshold
     return _TailRatios(
-        mills=jnp.where(use_cf, r, mills_direct),
-        g=jnp.where(use_cf, r * r1, g_direct),
-        w=jnp.where(use_cf, 2.0 * r * r1 * r2, w_direct),
+        mills=jnp.where(use_cf, p * inv_q0, mills_direct),
+        g=jnp.where(use_cf, u2 * q2 * inv_q0, g_direct),
+        w=jnp.where(use_cf, 2.0 * u2 * p2 * inv_q0, w_direct),
     )
-
-
-def _safe_log(x: jax.Array) -> jax.Array:
-    """log of a quantity that is mathematically > 0 (guards against a rounded 0)."""
-    return jnp.log(jnp.maximum(x, jnp.finfo(x.dtype).tiny))
-
-
-def _side(mu_s, a_s, sigma, t, log_sigma, log_phi, phi, tail):
-    """Mean, variance and the two derivative coefficients of relu(X_s), X_s ~ N(mu_s, sigma^2).
-
-    ``a_s = mu_s / sigma`` (clipped), ``t = |a_s|``; the tail quantities are shared between
-    relu(X) and relu(-X), which have the same ``t``.
-    """
-    lower = a_s < 0
-    # Lower side (a_s < 0): everything is phi(t) times a positive tail ratio.
-    mean_lo = jnp.exp(log_sigma + log_phi + _safe_log(tail.g))
-    var_lo = jnp.exp(2.0 * log_sigma + log_phi + _safe_log(tail.w - phi * tail.g * tail.g))
-    # (Factors of 2 go inside the exp: the product may be normal where half of it is not.)
-    dvar_dsigma_lo = jnp.exp(_LOG_2 + log_sigma + log_phi + _safe_log(tail.mills - phi * tail.g))
-    # Upper side (a_s >= 0): h(a) = t + h(-t) and no term cancels.
-    h_minus = phi * tail.g
-    h_plus = t + h_minus
-    cdf_t = ndtr(t)
-    # mu_s + sigma * h(-t), written as mu_s * (1 + h(-t) / t) for t > 1 so that a tiny sigma
-    # (whose product with h(-t) would be subnormal) cannot lose the correction term.
-    mean_hi = jnp.where(t > 1, mu_s * (1.0 + h_minus / jnp.maximum(t, 1.0)), mu_s + sigma * h_minus)
-    var_hi = sigma * sigma * jnp.maximum(cdf_t - h_plus * h_minus, 0.0)
-    dvar_dsigma_hi = 2.0 * sigma * jnp.maximum(cdf_t - h_plus * phi, 0.0)
-
-    mean = jnp.where(lower, mean_lo, mean_hi)
-    var = jnp.where(lower, var_lo, var_hi)
-    cdf_a = ndtr(a_s)  # d mean / d mu_s
-    dmean_dsigma = phi
-    # d var / d mu_s = 2 mean Phi(-a), assembled in log space: on the upper side
-    # Phi(-t) = phi(t) R(t) may underflow while the product does not.
-    dvar_dmu_lo = jnp.exp(_LOG_2 + log_sigma + log_phi + _safe_log(tail.g) + jnp.log(cdf_t))
-    dvar_dmu_hi = jnp.exp(_LOG_2 + log_sigma + _safe_log(h_plus) + log_phi + _safe_log(tail.mills))
-    dvar_dmu = jnp.where(lower, dvar_dmu_lo, dvar_dmu_hi)
-    dvar_dsigma = jnp.where(lower, dvar_dsigma_lo, dvar_dsigma_hi)
-    return mean, var, (cdf_a, dmean_dsigma, dvar_dmu, dvar_dsigma)
 
 
 @jax.jit  # compiled once per shape and dtype, so eager calls are not dispatched op by op
 def _both_sides(mu, sigma):
-    """Moments and derivative coefficients of relu(X) and relu(-X) for X ~ N(mu, sigma^2)."""
+    """Moments and derivative coefficients of relu(X) and relu(-X) for X ~ N(mu, sigma^2).
+
+    relu(X) and relu(-X) have the same ``t = |mu| / sigma``; each is on the "lower" side
+    (its own ``a < 0``: the tail) or the "upper" side. Both sides' quantities are computed
+    once and selected per output. Returns ``(pos, neg)``, each
+    ``(mean, var, (dmean_dmu_s, dmean_dsigma, dvar_dmu_s, dvar_dsigma))`` with ``mu_s = +-mu``.
+    """
     positive = sigma > 0
     safe_sigma = jnp.where(positive, sigma, 1.0)
     a = jnp.where(positive, mu / safe_sigma, jnp.sign(mu) * _A_MAX)
     a = jnp.clip(a, -_A_MAX, _A_MAX)
     t = jnp.abs(a)
-    tail = _tail_ratios(t)
     log_phi = -0.5 * t * t - _LOG_SQRT_2PI
     phi = jnp.exp(log_phi)
-    log_sigma = jnp.log(sigma)  # -inf at sigma = 0, which makes exp(...) exactly 0
-    pos = _side(mu, a, sigma, t, log_sigma, log_phi, phi, tail)
-    neg = _side(-mu, -a, sigma, t, log_sigma, log_phi, phi, tail)
-    return pos, neg
+    tail = _tail_ratios(t, phi)
+    # Products with sigma in log space, so nothing underflows before the result does:
+    # two_sigma_phi = 2 sigma phi(t), sigma2_phi = sigma^2 phi(t) (exactly 0 at sigma = 0).
+    log_sigma = jnp.log(sigma)
+    two_sigma_phi = jnp.exp(_LOG_2 + log_sigma + log_phi)
+    sigma2_phi = jnp.exp(2.0 * log_sigma + log_phi)
+    upper_tail = tail.mills * phi  # Phi(-t)
+    h_minus = phi * tail.g  # h(-t)
+    h_plus = t + h_minus  # h(t)
+
+    # Lower side (a_s = -t): phi(t) times positive tail ratios, no cancellation.
+    lower = (
+        0.5 * two_sigma_phi * tail.g,  # mean = sigma h(-t)
+        sigma2_phi * (tail.w - phi * tail.g * tail.g),  # var
+        upper_tail,  # d mean / d mu_s = Phi(-t)
+        two_sigma_phi * tail.g * (1.0 - upper_tail),  # d var / d mu_s = 2 mean Phi(t)
+        two_sigma_phi * (tail.mills - phi * tail.g),  # d var / d sigma = 2 sigma (Phi(-t) - phi h(-t))
+    )
+    # Upper side (a_s = t): h(t) = t + h(-t); mean = sigma h(t), which is |mu| once t is clipped.
+    upper = (
+        jnp.where(t < _A_MAX, sigma * h_plus, jnp.abs(mu)),
+        sigma * sigma * jnp.maximum(1.0 - upper_tail - h_plus * h_minus, 0.0),
+        1.0 - upper_tail,  # Phi(t)
+        two_sigma_phi * h_plus * tail.mills,  # 2 mean Phi(-t) = 2 sigma h(t) phi R
+        2.0 * sigma * jnp.maximum(1.0 - upper_tail - h_plus * phi, 0.0),
+    )
+
+    def side(is_lower):
+        m, v, dm_dmu, dv_dmu, dv_dsigma = (jnp.where(is_lower, lo, hi) for lo, hi in zip(lower, upper))
+        return m, v, (dm_dmu, phi, dv_dmu, dv_dsigma)
+
+    return side(a < 0), side(a > 0)
 
 
 @jax.custom_jvp
