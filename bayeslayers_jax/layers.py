@@ -378,6 +378,22 @@ class _BayesianLinearBase(nn.Module):
             f"'{self.rng_collection}'), or rng=key at the call, or use map=True"
         )
 
+    def _sampling_setup(self, x: Any, map: bool | None, rng: Array | None):
+        """Shared start of a sampling layer's call: ``(x, params, key)``, ``key=None`` for MAP.
+
+        Checks the input, creates or fetches the parameters and sows the KL.
+        """
+        map_ = self._merge_map(map)
+        x = self._check_input(x, "x")
+        params = self._params(x.shape[-1], "x")
+        self._sow_kl(params, x.shape[-1])
+        return x, params, (None if map_ else self._key(rng))
+
+    def _mean_forward(self, x: Array, params: dict[str, Array]) -> Array:
+        """``x @ weight_mu + bias_mu`` in the promoted dtype (the MAP output)."""
+        x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
+        return _dense(x, w, b)
+
     @staticmethod
     def _check_input(x: Any, name: str) -> Array:
         x = jnp.asarray(x)
@@ -461,14 +477,9 @@ class BBBLinear(_BayesianLinearBase):
         Returns:
             Outputs of shape ``x.shape[:-1] + (features,)``.
         """
-        map_ = self._merge_map(map)
-        x = self._check_input(x, "x")
-        params = self._params(x.shape[-1], "x")
-        self._sow_kl(params, x.shape[-1])
-        key = None if map_ else self._key(rng)
+        x, params, key = self._sampling_setup(x, map, rng)
         if key is None:
-            x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
-            return _dense(x, w, b)
+            return self._mean_forward(x, params)
         w_std, b_std = self._stds(params)
         w_key, b_key = jax.random.split(key)
         w = sample_weights(w_key, params["weight_mu"], w_std)
@@ -496,14 +507,9 @@ class LRLinear(_BayesianLinearBase):
     @nn.compact
     def __call__(self, x: Array, *, map: bool | None = None, rng: Array | None = None) -> Array:
         """Applies the layer (arguments as :meth:`BBBLinear.__call__`)."""
-        map_ = self._merge_map(map)
-        x = self._check_input(x, "x")
-        params = self._params(x.shape[-1], "x")
-        self._sow_kl(params, x.shape[-1])
-        key = None if map_ else self._key(rng)
+        x, params, key = self._sampling_setup(x, map, rng)
         if key is None:
-            x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
-            return _dense(x, w, b)
+            return self._mean_forward(x, params)
         w_std, b_std = self._stds(params)
         x, w_mu, w_std, b_mu, b_std = promote_dtype(
             x, params["weight_mu"], w_std, params.get("bias_mu"), b_std, dtype=self.dtype
@@ -591,8 +597,7 @@ class CLTLinear(_BayesianLinearBase):
         return _activation_moments(self.act, mean, out_var)
 
     def _map_forward(self, mu: Array, params: dict[str, Array]) -> Array:
-        mu, w, b = promote_dtype(mu, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
-        y = _dense(mu, w, b)
+        y = self._mean_forward(mu, params)
         return y if self.is_output else _activation(self.act, y)
 
 
