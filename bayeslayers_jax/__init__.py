@@ -30,6 +30,7 @@ from bayeslayers_jax.metrics import (
 from bayeslayers_jax.objectives import (
     categorical_nll_from_logits,
     elbo_loss,
+    expected_categorical_nll_bound,
     expected_gaussian_log_likelihood,
     make_elbo_loss_fn,
     expected_gaussian_nll,
@@ -84,6 +85,7 @@ __all__ = [
     "gaussian_nll",
     "expected_gaussian_log_likelihood",
     "expected_gaussian_nll",
+    "expected_categorical_nll_bound",
     "probit_softmax",
     "probit_log_softmax",
     "probit_categorical_nll",

@@ -18,6 +18,7 @@ from bayeslayers_jax.mlp import BayesianMLP
 from bayeslayers_jax.objectives import (
     categorical_nll_from_logits,
     elbo_loss,
+    expected_categorical_nll_bound,
     expected_gaussian_log_likelihood,
     expected_gaussian_nll,
     gaussian_nll,
@@ -200,3 +201,28 @@ def test_probit_categorical_nll():
         probit_log_softmax(mean, var, "exact")
     with pytest.raises(TypeError, match="labels"):
         probit_categorical_nll(f64([2.0, 0.0]), mean, var)
+
+
+def test_expected_categorical_nll_bound_brackets_the_monte_carlo_expectation():
+    """lse(m) <= E[lse(f)] <= lse(m + v/2): the bound is above the expected NLL by at most max(v)/2."""
+    rng = np.random.default_rng(3)
+    n = 100_000
+    for _ in range(4):
+        mean = jnp.asarray(rng.normal(0, 2, (1, 5)))
+        var = jnp.asarray(rng.uniform(0, 2, (1, 5)))
+        label = jnp.asarray([int(rng.integers(5))])
+        bound = float(expected_categorical_nll_bound(label, mean, var)[0])
+        f = mean + jnp.sqrt(var) * jax.random.normal(jax.random.key(int(rng.integers(1 << 30))), (n, 5))
+        nll = -jax.nn.log_softmax(f, axis=-1)[:, int(label[0])]
+        mc, se = float(jnp.mean(nll)), float(jnp.std(nll)) / np.sqrt(n)
+        assert mc - 4 * se <= bound <= mc + float(jnp.max(var)) / 2 + 4 * se, (mc, se, bound)
+    # Zero variance: exactly the softmax cross-entropy.
+    logits = jnp.asarray(rng.normal(size=(3, 4)))
+    labels = jnp.asarray([0, 3, 1])
+    np.testing.assert_allclose(
+        expected_categorical_nll_bound(labels, logits, jnp.zeros_like(logits)),
+        categorical_nll_from_logits(labels, logits),
+        rtol=1e-14,
+    )
+    with pytest.raises(ValueError, match="mean and var"):
+        expected_categorical_nll_bound(labels, logits, jnp.zeros((3, 5)))
