@@ -45,12 +45,13 @@ def check_broadcastable(**arrays: jnp.ndarray) -> tuple[int, ...]:
         raise ValueError(f"Shapes do not broadcast: {described}.") from None
 
 
-def check_same_shape(name_a: str, a: jnp.ndarray, name_b: str, b: jnp.ndarray) -> None:
-    """Raises ``ValueError`` unless ``a`` and ``b`` have the same shape."""
-    if jnp.shape(a) != jnp.shape(b):
-        raise ValueError(
-            f"`{name_a}` and `{name_b}` must have the same shape, got {jnp.shape(a)} and {jnp.shape(b)}."
-        )
+def check_same_shape(**arrays: Any) -> None:
+    """Raises ``ValueError`` unless the named arrays all have one shape, naming each."""
+    shapes = {name: tuple(jnp.shape(a)) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        names = " and ".join(f"`{n}`" for n in shapes)
+        described = ", ".join(f"`{n}` {s}" for n, s in shapes.items())
+        raise ValueError(f"{names} must have the same shape, got {described}.")
 
 
 def check_kernel(x_name: str, x: jnp.ndarray, kernel_name: str, kernel: jnp.ndarray) -> None:

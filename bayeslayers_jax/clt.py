@@ -60,11 +60,11 @@ def clt_linear_moments(
     arrays = [mu, weight_mu]
     if var is not None:
         var = as_float_array("var", var)
-        check_same_shape("mu", mu, "var", var)
+        check_same_shape(mu=mu, var=var)
         arrays.append(var)
     if weight_var is not None:
         weight_var = as_float_array("weight_var", weight_var)
-        check_same_shape("weight_mu", weight_mu, "weight_var", weight_var)
+        check_same_shape(weight_mu=weight_mu, weight_var=weight_var)
         arrays.append(weight_var)
     if bias_var is not None and bias_mu is None:
         raise ValueError("`bias_var` was given without `bias_mu`.")

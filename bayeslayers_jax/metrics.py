@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri, xlogy
 
+from bayeslayers_jax._checks import check_same_shape
+
 __all__ = [
     "regression_nll",
     "rmse",
@@ -44,13 +46,6 @@ def _float_dtype(*arrays):
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     return dtype
-
-
-def _check_same_shape(**arrays):
-    shapes = {name: jnp.shape(a) for name, a in arrays.items()}
-    if len(set(shapes.values())) != 1:
-        described = ", ".join(f"{name}.shape={shape}" for name, shape in shapes.items())
-        raise ValueError(f"expected arrays of one shape, got {described}")
 
 
 def _check_probs_labels(probs, labels):
@@ -92,7 +87,7 @@ def regression_nll(y, mean, var):
       Hernandez-Lobato & Adams 2015, "Probabilistic Backpropagation for Scalable Learning
       of Bayesian Neural Networks" (test log-likelihood on UCI regression).
     """
-    _check_same_shape(y=y, mean=mean, var=var)
+    check_same_shape(y=y, mean=mean, var=var)
     dtype = _float_dtype(y, mean, var)
     y, mean, var = (jnp.asarray(a, dtype) for a in (y, mean, var))
     return jnp.mean(0.5 * jnp.log(2 * jnp.pi * var) + 0.5 * jnp.square(y - mean) / var)
@@ -100,7 +95,7 @@ def regression_nll(y, mean, var):
 
 def rmse(y, mean):
     r"""Root mean squared error :math:`\sqrt{\frac1n\sum_i (y_i - \mu_i)^2}` over all elements."""
-    _check_same_shape(y=y, mean=mean)
+    check_same_shape(y=y, mean=mean)
     dtype = _float_dtype(y, mean)
     return jnp.sqrt(jnp.mean(jnp.square(jnp.asarray(y, dtype) - jnp.asarray(mean, dtype))))
 
@@ -120,7 +115,7 @@ def interval_coverage(y, mean, var, level=0.95):
     Returns:
       A scalar in ``[0, 1]``; a calibrated model gives ``level``.
     """
-    _check_same_shape(y=y, mean=mean, var=var)
+    check_same_shape(y=y, mean=mean, var=var)
     _check_level(level)
     dtype = _float_dtype(y, mean, var)
     y, mean, var = (jnp.asarray(a, dtype) for a in (y, mean, var))
@@ -154,7 +149,7 @@ def calibration_error(y, mean, var, levels=None):
       Kuleshov, Fenner & Ermon 2018, "Accurate Uncertainties for Deep Learning Using
       Calibrated Regression" (calibration of regression via coverage of quantiles).
     """
-    _check_same_shape(y=y, mean=mean, var=var)
+    check_same_shape(y=y, mean=mean, var=var)
     dtype = _float_dtype(y, mean, var)
     if levels is None:
         levels = np.arange(1, 20) / 20

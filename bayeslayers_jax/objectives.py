@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from bayeslayers_jax._checks import check_same_shape
 from bayeslayers_jax.layers import total_kl
 
 __all__ = [
@@ -69,14 +70,6 @@ def _per_example_sum(values):
     if values.ndim <= 1:
         return values
     return jnp.sum(values, axis=tuple(range(1, values.ndim)))
-
-
-def _check_same_shape(name_a, a, name_b, b):
-    if jnp.shape(a) != jnp.shape(b):
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same shape, got {name_a}.shape={jnp.shape(a)} "
-            f"and {name_b}.shape={jnp.shape(b)}"
-        )
 
 
 def _noise_var(noise_var, shape, dtype):
@@ -138,7 +131,7 @@ def gaussian_nll(y, pred, noise_var):
     Returns:
       Array of shape ``(B,)``.
     """
-    _check_same_shape("y", y, "pred", pred)
+    check_same_shape(y=y, pred=pred)
     pred = _float(pred)
     y = _float(y, pred.dtype)
     s2 = _noise_var(noise_var, y.shape, pred.dtype)
@@ -174,13 +167,13 @@ def expected_gaussian_log_likelihood(y, mean, var, noise_var):
       "Sampling-Free Variational Inference of Bayesian Neural Networks by Variance
       Backpropagation".
     """
-    _check_same_shape("y", y, "mean", mean)
+    check_same_shape(y=y, mean=mean)
     mean = _float(mean)
     y = _float(y, mean.dtype)
     if var is None:
         var = jnp.zeros_like(mean)
     else:
-        _check_same_shape("var", var, "mean", mean)
+        check_same_shape(var=var, mean=mean)
         var = jnp.asarray(var, mean.dtype)
     s2 = _noise_var(noise_var, y.shape, mean.dtype)
     ell = -0.5 * jnp.log(2 * jnp.pi * s2) - 0.5 * (jnp.square(y - mean) + var) / s2
@@ -247,7 +240,7 @@ def probit_log_softmax(mean, var, method="pairwise"):
         raise ValueError(f"mean must have a class axis, got shape {mean.shape}")
     if var is None:
         return jax.nn.log_softmax(mean, axis=-1)
-    _check_same_shape("var", var, "mean", mean)
+    check_same_shape(var=var, mean=mean)
     var = jnp.asarray(var, mean.dtype)
     c = jnp.pi / 8
     if method == "scaled":
@@ -316,7 +309,7 @@ def expected_categorical_nll_bound(labels, mean, var):
     if var is None:
         return categorical_nll_from_logits(labels, mean)
     var = _float(var, mean.dtype)
-    _check_same_shape("mean", mean, "var", var)
+    check_same_shape(mean=mean, var=var)
     shifted = mean + 0.5 * var
     log_norm = jax.nn.logsumexp(shifted, axis=-1, keepdims=True)
     # -log softmax(m + v/2)_y - v_y/2 = logsumexp(m + v/2) - m_y

@@ -46,7 +46,7 @@ def sample_weights(key: jax.Array, mu: jax.Array, std: jax.Array) -> jax.Array:
     """
     _check_key(key)
     mu, std = as_float_array("mu", mu), as_float_array("std", std)
-    check_same_shape("mu", mu, "std", std)
+    check_same_shape(mu=mu, std=std)
     dtype = jnp.result_type(mu, std)
     eps = jax.random.normal(key, mu.shape, dtype)
     return mu.astype(dtype) + std.astype(dtype) * eps
@@ -89,7 +89,7 @@ def local_reparameterization(
     x = as_float_array("x", x)
     weight_mu, weight_std = as_float_array("weight_mu", weight_mu), as_float_array("weight_std", weight_std)
     check_kernel("x", x, "weight_mu", weight_mu)
-    check_same_shape("weight_mu", weight_mu, "weight_std", weight_std)
+    check_same_shape(weight_mu=weight_mu, weight_std=weight_std)
     if bias_std is not None and bias_mu is None:
         raise ValueError("`bias_std` was given without `bias_mu`.")
     dtype = jnp.result_type(x, weight_mu, weight_std)

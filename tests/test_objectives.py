@@ -224,5 +224,5 @@ def test_expected_categorical_nll_bound_brackets_the_monte_carlo_expectation():
         categorical_nll_from_logits(labels, logits),
         rtol=1e-14,
     )
-    with pytest.raises(ValueError, match="mean and var"):
+    with pytest.raises(ValueError, match="`mean` and `var`"):
         expected_categorical_nll_bound(labels, logits, jnp.zeros((3, 5)))
