@@ -26,7 +26,7 @@ The ratios :math:`r_n` follow from the recurrence
 positive terms, so there is no cancellation. Below a threshold ``t`` (2.75 in float32, 4 in
 float64), where the direct formulas lose about :math:`t^4` ulps, we use
 :math:`R = \Phi(-t)/\varphi(t)`, :math:`g = 1 - tR`, :math:`w = (1+t^2)R - t` with
-``ndtr(-t)`` (never ``1 - ndtr(t)``). Above it, a fixed-depth continued fraction (evaluated
+:math:`\Phi(-t) = \operatorname{erfc}(t/\sqrt2)/2` (never ``1 - ndtr(t)``). Above it, a fixed-depth continued fraction (evaluated
 backwards, branch free, so it vectorizes and jits) converges to the dtype's precision. Results
 are assembled in log space, :math:`\exp(\log\sigma + \log\varphi(t) + \log g)`, so nothing
 underflows before the result does.
@@ -48,7 +48,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import ndtr
 
 from bayeslayers_jax._checks import broadcast_floats
 
@@ -56,6 +55,7 @@ __all__ = ["relu_moments", "neg_relu_moments", "crelu_moments"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
+_SQRT_HALF = math.sqrt(0.5)
 # |mu / sigma| is clipped here: beyond it every quantity has reached its limit exactly
 # (Phi = 0 or 1, phi = 0) in every dtype, and t**2 stays finite even in float16 -> float32.
 _A_MAX = 1e6
@@ -82,7 +82,8 @@ def _tail_ratios(t: jax.Array, phi: jax.Array) -> _TailRatios:
     # Direct formulas below the threshold (t clipped so the unused branch stays finite).
     td = jnp.minimum(t, threshold)
     phi_d = jnp.where(t <= threshold, phi, math.exp(-0.5 * threshold**2 - _LOG_SQRT_2PI))
-    mills_direct = ndtr(-td) / phi_d
+    # Phi(-td) = erfc(td / sqrt 2) / 2 (one erfc: ndtr would also evaluate erf and a second erfc)
+    mills_direct = (0.5 * jax.lax.erfc(td * _SQRT_HALF)) / phi_d
     g_direct = 1.0 - td * mills_direct
     w_direct = (1.0 + td * td) * mills_direct - td
     # Continued fraction r_n = 1 / (t + (n + 1) r_{n+1}), as the ratio r_n = p_n / q_n of the
