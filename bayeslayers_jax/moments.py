@@ -26,10 +26,12 @@ The ratios :math:`r_n` follow from the recurrence
 positive terms, so there is no cancellation. Below a threshold ``t`` (2.75 in float32, 4 in
 float64), where the direct formulas lose about :math:`t^4` ulps, we use
 :math:`R = \Phi(-t)/\varphi(t)`, :math:`g = 1 - tR`, :math:`w = (1+t^2)R - t` with
-:math:`\Phi(-t) = \operatorname{erfc}(t/\sqrt2)/2` (never ``1 - ndtr(t)``). Above it, a fixed-depth continued fraction (evaluated
-backwards, branch free, so it vectorizes and jits) converges to the dtype's precision. Results
-are assembled in log space, :math:`\exp(\log\sigma + \log\varphi(t) + \log g)`, so nothing
-underflows before the result does.
+:math:`\Phi(-t) = \operatorname{erfc}(t/\sqrt2)/2` (never ``1 - ndtr(t)``). Above it, a
+continued fraction of fixed depth (12 terms in float32, 32 in float64, started from its
+fixed point and evaluated division free, so it vectorizes and jits) converges to the dtype's
+precision. Products with :math:`\sigma` are assembled in log space,
+:math:`\exp(\log\sigma + \log\varphi(t))` times a tail ratio, so nothing underflows before
+the result does.
 
 Gradients come from closed forms through :func:`jax.custom_jvp` (Price's theorem):
 :math:`\partial_\mu \mathbb E = \Phi(a)`, :math:`\partial_\sigma \mathbb E = \varphi(a)`,
