@@ -11,7 +11,7 @@ from bayeslayers_jax.sampling import local_reparameterization, sample_weights
 from bayeslayers_jax.transforms import inv_softplus, rho_to_std, softplus
 
 # Public names of the other modules are imported below this line.
-from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl
+from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl, update_prior
 from bayeslayers_jax.mlp import BayesianMLP
 from bayeslayers_jax.porting import port_objectrl_layer, port_objectrl_mlp
 from bayeslayers_jax.metrics import (
@@ -75,6 +75,7 @@ __all__ = [
     "CLTLinearDet",
     "crelu",
     "total_kl",
+    "update_prior",
     "BayesianMLP",
     "port_objectrl_layer",
     "port_objectrl_mlp",

@@ -50,6 +50,7 @@ import numpy as np
 import optax
 from functools import partial
 
+from bayeslayers_jax.layers import update_prior
 from bayeslayers_jax.metrics import interval_coverage, regression_nll, rmse
 from bayeslayers_jax.mlp import BayesianMLP
 from bayeslayers_jax.objectives import elbo_loss
@@ -106,16 +107,6 @@ def _scores(y_in, y_out, mean_in, var_in, mean_out, var_out):
 @partial(jax.jit, static_argnums=0)
 def _init(model, keys, x):
     return model.init(keys, x)
-
-
-def _set_priors(variables, output_prior_std):
-    """Returns ``variables`` with the output layer's weight prior std replaced (``update_prior``)."""
-    prior = dict(variables["prior"])
-    last = sorted(prior)[-1]
-    layer = dict(prior[last])
-    layer["weight_std"] = jnp.full_like(layer["weight_std"], output_prior_std)
-    prior = {**prior, last: layer}
-    return {**variables, "prior": prior}
 
 
 def train_model(model, variables, x, y, *, steps, key, noise_var, map=False, learning_rate=1e-2,
@@ -257,7 +248,7 @@ def run_demo(steps=3000, out_dir="demo_output", seed=0, *, methods=tuple(METHODS
         model = BayesianMLP(features=(hidden, 1), layer_type=layer_type)
         init_keys = {"params": jax.random.fold_in(init_key, i), "sample": jax.random.fold_in(init_key, 100 + i)}
         variables = _init(model, init_keys, x_tr)
-        variables = _set_priors(variables, 1.0 / np.sqrt(hidden))
+        variables = update_prior(variables, f"layers_{len(model.features) - 1}", weight_std=1.0 / np.sqrt(hidden))
 
         def progress(done, loss, name=name):
             if verbose:

@@ -54,6 +54,7 @@ __all__ = [
     "CLTLinearDet",
     "crelu",
     "total_kl",
+    "update_prior",
     "INIT_RHO",
     "default_weight_mu_init",
 ]
@@ -108,6 +109,47 @@ def total_kl(kl_collection: Any) -> Array:
     for leaf in leaves[1:]:
         total = total + jnp.sum(leaf)
     return total
+
+
+def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dict[str, Any]:
+    """Returns ``variables`` with one layer's prior replaced: the JAX form of ``update_prior``.
+
+    The prior lives in the non-trainable ``'prior'`` collection; this swaps entries of that
+    subtree without touching anything else (the input is not modified).
+
+    Args:
+        variables: a layer's or a model's variables (with a ``'prior'`` collection).
+        layer: the layer's name in a model's ``'prior'`` collection (e.g. ``'layers_1'`` of a
+            ``BayesianMLP``); ``None`` for the variables of a single layer.
+        **values: any of ``weight_mean``, ``weight_std``, ``bias_mean``, ``bias_std``: a
+            scalar or an array of the existing entry's shape (Flax layout).
+
+    Returns:
+        New variables with those prior entries replaced.
+
+    Raises:
+        ValueError: unknown layer or entry, a shape that matches neither a scalar nor the
+            entry, or a std that is not finite and > 0.
+    """
+    if "prior" not in variables:
+        raise ValueError("variables have no 'prior' collection (CLTLinearDet layers have no prior)")
+    prior = dict(variables["prior"])
+    table = prior if layer is None else prior.get(layer)
+    if table is None:
+        raise ValueError(f"layer {layer!r} has no prior; layers with a prior: {sorted(prior)}")
+    table = dict(table)
+    params = variables.get("params", {})
+    params = params if layer is None else params.get(layer, {})
+    for name, value in values.items():
+        if name not in table:
+            raise ValueError(f"unknown prior entry {name!r}; this layer has {sorted(table)}")
+        (_check_prior_std if name.endswith("_std") else _check_prior_mean)(value, name)
+        # An array prior has the shape of its parameter (the current entry may be a scalar).
+        reference = params.get("weight_mu" if name.startswith("weight") else "bias_mu", table[name])
+        table[name] = _prior_array(value, jnp.shape(reference), jnp.result_type(table[name]), name)
+    if layer is None:
+        return {**variables, "prior": table}
+    return {**variables, "prior": {**prior, layer: table}}
 
 
 def _dense(x: Array, kernel: Array, bias: Array | None) -> Array:

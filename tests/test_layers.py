@@ -503,3 +503,31 @@ def test_bad_fields():
         BBBLinear(0)
     with pytest.raises(TypeError, match="features"):
         LRLinear(2.5)
+
+
+def test_update_prior_replaces_one_layer_and_changes_the_kl_as_computed_by_hand():
+    from bayeslayers_jax import BayesianMLP, update_prior
+
+    model = BayesianMLP((4, 2), layer_type="bbb")
+    x = jnp.ones((3, 5), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    new = update_prior(variables, "layers_1", weight_std=0.5, bias_mean=jnp.arange(2.0))
+    assert new["prior"]["layers_0"] is variables["prior"]["layers_0"]  # untouched
+    p = new["params"]["layers_1"]
+    w_std = np.exp(np.asarray(p["weight_rho"], np.float64))
+    b_std = np.exp(np.asarray(p["bias_rho"], np.float64))
+    w_mu, b_mu = np.asarray(p["weight_mu"], np.float64), np.asarray(p["bias_mu"], np.float64)
+    by_hand = np.sum(np.log(0.5 / w_std) + (w_std**2 + w_mu**2) / (2 * 0.25) - 0.5) + np.sum(
+        -np.log(b_std) + (b_std**2 + (b_mu - np.arange(2.0)) ** 2) / 2 - 0.5
+    )
+    layer_kl = LRLinear(2).apply({"params": p, "prior": new["prior"]["layers_1"]}, method="kl")
+    np.testing.assert_allclose(float(layer_kl), by_hand, rtol=1e-5)
+    # A weight-shaped prior must have the weight's shape; a std must be > 0; names are checked.
+    with pytest.raises(ValueError, match="weight_std must be a scalar or have shape \\(4, 2\\)"):
+        update_prior(variables, "layers_1", weight_std=jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="weight_std must be finite and > 0"):
+        update_prior(variables, "layers_1", weight_std=-1.0)
+    with pytest.raises(ValueError, match="unknown prior entry 'std'"):
+        update_prior(variables, "layers_1", std=1.0)
+    with pytest.raises(ValueError, match="layer 'layers_7' has no prior"):
+        update_prior(variables, "layers_7", weight_std=1.0)
