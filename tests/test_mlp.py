@@ -235,3 +235,22 @@ def test_mlp_errors():
         model.apply(v, x.astype(jnp.float32), jnp.ones_like(x, jnp.float32), rng=jax.random.key(0))
     with pytest.raises(ValueError, match="initialized for 3"):
         model.apply(v, jnp.ones((2, 5), jnp.float32), map=True)
+
+
+@pytest.mark.parametrize("act", ["relu", "crelu"])
+def test_clt_mlp_gradients_are_finite_at_extreme_scales(act):
+    """Inputs from 1e-30 to 1e15, a zero input row, and weights with std exp(-60): no NaN/Inf anywhere."""
+    model = BayesianMLP((8, 8, 1), layer_type="clt", act=act)
+    x = jnp.asarray(np.array([[1e15, -1e15, 3.0], [1e-30, 0.0, -1e-30], [0.0, 0.0, 0.0]]), jnp.float32)
+    variables = model.init(jax.random.key(0), x)
+    params = jax.tree_util.tree_map(lambda p: p, variables["params"])
+    params["layers_1"]["weight_rho"] = jnp.full_like(params["layers_1"]["weight_rho"], -60.0)
+
+    def loss(p):
+        (mean, var), state = model.apply({**variables, "params": p}, x, mutable=["kl"])
+        return jnp.sum(mean * 1e-20) + jnp.sum(var * 1e-40) + total_kl(state) * 1e-6
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    assert np.isfinite(float(value))
+    for g in jax.tree_util.tree_leaves(grads):
+        assert bool(jnp.all(jnp.isfinite(g)))
