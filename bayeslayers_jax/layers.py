@@ -111,6 +111,11 @@ def total_kl(kl_collection: Any) -> Array:
     return total
 
 
+def without_kl(variables: Any) -> dict[str, Any]:
+    """``variables`` without a stale ``'kl'`` collection (so sown KL values never add up)."""
+    return {name: col for name, col in variables.items() if name != "kl"}
+
+
 def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dict[str, Any]:
     """Returns ``variables`` with one layer's prior replaced: the JAX form of ``update_prior``.
 
@@ -271,22 +276,21 @@ class _BayesianLinearBase(nn.Module):
     # ----------------------------------------------------------------- priors
     def _bias_prior_values(self) -> tuple[Any, Any]:
         """The bias prior: its own fields, else the weight prior when that is a scalar."""
-        mean, std = self.bias_prior_mean, self.bias_prior_std
-        if mean is None:
-            if not _is_scalar_like(self.prior_mean):
+
+        def resolve(bias_value: Any, weight_value: Any, kind: str) -> Any:
+            if bias_value is not None:
+                return bias_value
+            if not _is_scalar_like(weight_value):
                 raise ValueError(
-                    "bias_prior_mean must be given when prior_mean is weight-shaped "
-                    f"(got prior_mean of shape {np.shape(self.prior_mean)})"
+                    f"bias_prior_{kind} must be given when prior_{kind} is weight-shaped "
+                    f"(got prior_{kind} of shape {np.shape(weight_value)})"
                 )
-            mean = self.prior_mean
-        if std is None:
-            if not _is_scalar_like(self.prior_std):
-                raise ValueError(
-                    "bias_prior_std must be given when prior_std is weight-shaped "
-                    f"(got prior_std of shape {np.shape(self.prior_std)})"
-                )
-            std = self.prior_std
-        return mean, std
+            return weight_value
+
+        return (
+            resolve(self.bias_prior_mean, self.prior_mean, "mean"),
+            resolve(self.bias_prior_std, self.prior_std, "std"),
+        )
 
     def _prior_variable(self, name: str, value: Any, shape: tuple[int, ...], field: str) -> Array:
         """Reads ``'prior'/name``, creating it during ``init``; else falls back to the field."""

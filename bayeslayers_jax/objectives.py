@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from bayeslayers_jax._checks import check_same_shape
-from bayeslayers_jax.layers import total_kl
+from bayeslayers_jax.layers import total_kl, without_kl
 
 __all__ = [
     "neg_elbo",
@@ -432,7 +432,7 @@ def elbo_loss(
         raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
     if clt_categorical not in ("bound", "probit"):
         raise ValueError(f"clt_categorical must be 'bound' or 'probit', got {clt_categorical!r}")
-    variables = {name: col for name, col in variables.items() if name != "kl"}
+    variables = without_kl(variables)
     kwargs: dict[str, Any] = {"map": True} if map else {}
     if key is not None and not map:
         kwargs["rngs"] = {"sample": key}

@@ -41,6 +41,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from bayeslayers_jax.layers import without_kl
 from bayeslayers_jax.objectives import probit_softmax
 
 __all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "detect_mode"]
@@ -78,16 +79,12 @@ class ClassPredictive(NamedTuple):
     prob_samples: Optional[jax.Array]
 
 
-def _strip_kl(variables):
-    return {name: col for name, col in variables.items() if name != "kl"}
-
-
 def detect_mode(model, variables, x):
     """``'clt'`` if ``model`` returns a ``(mean, var)`` tuple, else ``'sample'`` (abstract trace only).
 
     See the module docstring. Costs no FLOPs: it runs ``jax.eval_shape``.
     """
-    variables = _strip_kl(variables)
+    variables = without_kl(variables)
 
     def apply(v, inputs):
         return model.apply(v, inputs, rngs={"sample": jax.random.key(0)})
@@ -156,7 +153,7 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
       ValueError: for an unknown ``mode``, a bad ``num_samples``, or a sampling model
         without ``key``.
     """
-    variables = _strip_kl(variables)
+    variables = without_kl(variables)
     mode = _resolve_mode(model, variables, x, mode, key)
     samples = None
     if mode == "sample":
@@ -194,7 +191,7 @@ def predictive_probs(
     Returns:
       A :class:`ClassPredictive`.
     """
-    variables = _strip_kl(variables)
+    variables = without_kl(variables)
     mode = _resolve_mode(model, variables, x, mode, key)
     if mode == "sample":
         _check_num_samples(num_samples)
