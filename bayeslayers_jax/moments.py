@@ -46,6 +46,7 @@ depends on :math:`\sigma^2`). Half-precision inputs are computed in float32 and 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -113,84 +114,153 @@ def _tail_ratios(t: jax.Array, phi: jax.Array) -> _TailRatios:
     )
 
 
-@jax.jit  # compiled once per shape and dtype, so eager calls are not dispatched op by op
-def _both_sides(mu, sigma):
-    """Moments and derivative coefficients of relu(X) and relu(-X) for X ~ N(mu, sigma^2).
+class _Prepared(NamedTuple):
+    """Quantities shared by both sides of one evaluation (``t = |mu| / sigma``)."""
 
-    relu(X) and relu(-X) have the same ``t = |mu| / sigma``; each is on the "lower" side
-    (its own ``a < 0``: the tail) or the "upper" side. Both sides' quantities are computed
-    once and selected per output. Returns ``(pos, neg)``, each
-    ``(mean, var, (dmean_dmu_s, dmean_dsigma, dvar_dmu_s, dvar_dsigma))`` with ``mu_s = +-mu``.
-    """
-    positive = sigma > 0
-    safe_sigma = jnp.where(positive, sigma, 1.0)
-    a = jnp.where(positive, mu / safe_sigma, jnp.sign(mu) * _A_MAX)
+    a: jax.Array  # mu / sigma, clipped to +-_A_MAX (+-_A_MAX at sigma = 0; NaN stays NaN)
+    t: jax.Array  # |a|
+    phi: jax.Array  # phi(t)
+    log_phi: jax.Array
+    log_sigma: jax.Array
+    tail: _TailRatios
+
+
+def _prepare(mu, sigma) -> _Prepared:
+    # sigma = 0 gives a = +-_A_MAX (the limit); a NaN mu or sigma gives a NaN a, which every
+    # output then inherits (no guard turns it into a number).
+    zero = sigma == 0
+    a = jnp.where(zero, jnp.sign(mu) * _A_MAX, mu / jnp.where(zero, 1.0, sigma))
     a = jnp.clip(a, -_A_MAX, _A_MAX)
     t = jnp.abs(a)
     log_phi = -0.5 * t * t - _LOG_SQRT_2PI
     phi = jnp.exp(log_phi)
-    tail = _tail_ratios(t, phi)
-    # Products with sigma in log space, so nothing underflows before the result does:
-    # two_sigma_phi = 2 sigma phi(t), sigma2_phi = sigma^2 phi(t) (exactly 0 at sigma = 0).
-    log_sigma = jnp.log(sigma)
-    two_sigma_phi = jnp.exp(_LOG_2 + log_sigma + log_phi)
-    sigma2_phi = jnp.exp(2.0 * log_sigma + log_phi)
+    return _Prepared(a, t, phi, log_phi, jnp.log(sigma), _tail_ratios(t, phi))
+
+
+def _side_moments(pre: _Prepared, s: int, mu, sigma):
+    """``(mean, var)`` of ``relu(s X)`` (``s = +-1``): ``relu`` of ``N(s mu, sigma^2)``."""
+    t, phi, tail = pre.t, pre.phi, pre.tail
+    lower = (pre.a < 0) if s > 0 else (pre.a > 0)
+    # Lower side (a_s = -t): phi(t) times positive tail ratios, products with sigma in log
+    # space, so nothing underflows before the result does (exactly 0 at sigma = 0).
+    sigma_phi = jnp.exp(pre.log_sigma + pre.log_phi)
+    lower_mean = sigma_phi * tail.g  # sigma h(-t)
+    lower_var = jnp.exp(2.0 * pre.log_sigma + pre.log_phi) * (tail.w - phi * tail.g * tail.g)
+    # Upper side (a_s = t): h(t) = t + h(-t); the mean is |mu| once t is clipped. sigma
+    # multiplies twice (never sigma**2 first), so the variance is finite whenever it is.
+    h_plus = t + phi * tail.g
+    upper_mean = jnp.where(t >= _A_MAX, jnp.abs(mu), sigma * h_plus)
+    upper_var = sigma * (sigma * jnp.maximum(1.0 - tail.mills * phi - h_plus * phi * tail.g, 0.0))
+    return jnp.where(lower, lower_mean, upper_mean), jnp.where(lower, lower_var, upper_var)
+
+
+def _side_grads(pre: _Prepared, s: int, sigma):
+    """First derivatives of ``relu(s X)``'s moments with respect to ``mu_s = s mu`` and ``sigma``.
+
+    Price's theorem: ``dE/dmu_s = Phi(a_s)``, ``dE/dsigma = phi(a_s)``,
+    ``dV/dmu_s = 2 E Phi(-a_s)``, ``dV/dsigma = 2 sigma Phi(a_s) - 2 E phi(a_s)``.
+    """
+    t, phi, tail = pre.t, pre.phi, pre.tail
+    lower = (pre.a < 0) if s > 0 else (pre.a > 0)
+    two_sigma_phi = jnp.exp(_LOG_2 + pre.log_sigma + pre.log_phi)
     upper_tail = tail.mills * phi  # Phi(-t)
-    h_minus = phi * tail.g  # h(-t)
-    h_plus = t + h_minus  # h(t)
-
-    # Lower side (a_s = -t): phi(t) times positive tail ratios, no cancellation.
-    lower = (
-        0.5 * two_sigma_phi * tail.g,  # mean = sigma h(-t)
-        sigma2_phi * (tail.w - phi * tail.g * tail.g),  # var
-        upper_tail,  # d mean / d mu_s = Phi(-t)
-        two_sigma_phi * tail.g * (1.0 - upper_tail),  # d var / d mu_s = 2 mean Phi(t)
-        two_sigma_phi * (tail.mills - phi * tail.g),  # d var / d sigma = 2 sigma (Phi(-t) - phi h(-t))
+    h_plus = t + phi * tail.g
+    lower_g = (
+        upper_tail,
+        two_sigma_phi * tail.g * (1.0 - upper_tail),
+        two_sigma_phi * (tail.mills - phi * tail.g),
     )
-    # Upper side (a_s = t): h(t) = t + h(-t); mean = sigma h(t), which is |mu| once t is clipped.
-    upper = (
-        jnp.where(t < _A_MAX, sigma * h_plus, jnp.abs(mu)),
-        sigma * sigma * jnp.maximum(1.0 - upper_tail - h_plus * h_minus, 0.0),
-        1.0 - upper_tail,  # Phi(t)
-        two_sigma_phi * h_plus * tail.mills,  # 2 mean Phi(-t) = 2 sigma h(t) phi R
-        2.0 * sigma * jnp.maximum(1.0 - upper_tail - h_plus * phi, 0.0),
+    upper_g = (
+        1.0 - upper_tail,
+        two_sigma_phi * h_plus * tail.mills,
+        2.0 * (sigma * jnp.maximum(1.0 - upper_tail - h_plus * phi, 0.0)),
     )
-
-    def side(is_lower):
-        m, v, dm_dmu, dv_dmu, dv_dsigma = (jnp.where(is_lower, lo, hi) for lo, hi in zip(lower, upper))
-        return m, v, (dm_dmu, phi, dv_dmu, dv_dsigma)
-
-    return side(a < 0), side(a > 0)
+    dm_dmu, dv_dmu, dv_dsigma = (jnp.where(lower, lo, hi) for lo, hi in zip(lower_g, upper_g))
+    return dm_dmu, phi, dv_dmu, dv_dsigma
 
 
-@jax.custom_jvp
-def _relu_moments_core(mu, sigma):
-    (mean, var, _), (neg_mean, neg_var, _) = _both_sides(mu, sigma)
-    return mean, var, neg_mean, neg_var
+def _side_hessian(pre: _Prepared, s: int, sigma):
+    """Second derivatives of ``relu(s X)``'s moments in ``(mu_s, sigma)``, finite everywhere.
+
+    With ``a = a_s``, ``P = Phi(a)``, ``Q = Phi(-a)``, ``H = h(a) = E / sigma``:
+    ``E_mm = phi/sigma``, ``E_ms = -a phi/sigma``, ``E_ss = a^2 phi/sigma``,
+    ``V_mm = 2(P Q - H phi)``, ``V_ms = 2 phi (Q + a H)``,
+    ``V_ss = 2(P - a phi - phi^2 - a^2 H phi)``. The variance's are functions of ``a`` alone;
+    the mean's scale as ``1/sigma`` and are taken as their limit 0 at ``sigma = 0`` (the
+    Dirac delta of the kink at ``mu = sigma = 0`` is also read as 0, ReLU's second derivative
+    almost everywhere).
+    """
+    t, phi, tail = pre.t, pre.phi, pre.tail
+    lower = (pre.a < 0) if s > 0 else (pre.a > 0)
+    a_s = pre.a if s > 0 else -pre.a
+    upper_tail = tail.mills * phi  # Phi(-t)
+    p = jnp.where(lower, upper_tail, 1.0 - upper_tail)  # Phi(a_s)
+    q = jnp.where(lower, 1.0 - upper_tail, upper_tail)  # Phi(-a_s)
+    h = jnp.where(lower, phi * tail.g, t + phi * tail.g)  # h(a_s)
+    positive = sigma > 0
+    phi_over_sigma = jnp.where(positive, jnp.exp(pre.log_phi - jnp.where(positive, pre.log_sigma, 0.0)), 0.0)
+    e_mm = phi_over_sigma
+    e_ms = -a_s * phi_over_sigma
+    e_ss = a_s * (a_s * phi_over_sigma)
+    v_mm = 2.0 * (p * q - h * phi)
+    v_ms = 2.0 * phi * (q + a_s * h)
+    v_ss = 2.0 * (p - a_s * phi - phi * phi - a_s * (a_s * h) * phi)
+    return e_mm, e_ms, e_ss, v_mm, v_ms, v_ss
 
 
-@_relu_moments_core.defjvp
-def _relu_moments_core_jvp(primals, tangents):
+# ``sides`` is a static tuple of signs: (1,) for relu(X), (-1,) for relu(-X), (1, -1) for CReLU.
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _moments_core(sides, mu, sigma):
+    pre = _prepare(mu, sigma)
+    return tuple(x for s in sides for x in _side_moments(pre, s, mu, sigma))
+
+
+@_moments_core.defjvp
+def _moments_core_jvp(sides, primals, tangents):
+    # The primal and the coefficients are themselves custom-JVP functions, so this rule is
+    # differentiable again (Hessians, jacfwd(jacrev), jvp of grad) with closed forms.
     mu, sigma = primals
     dmu, dsigma = tangents
-    (mean, var, c), (neg_mean, neg_var, nc) = _both_sides(mu, sigma)
-    # relu(X): d/dmu, d/dsigma. relu(-X) = relu of N(-mu, sigma^2): d/dmu flips sign.
-    tangent_out = (
-        c[0] * dmu + c[1] * dsigma,
-        c[2] * dmu + c[3] * dsigma,
-        -nc[0] * dmu + nc[1] * dsigma,
-        -nc[2] * dmu + nc[3] * dsigma,
-    )
-    return (mean, var, neg_mean, neg_var), tangent_out
+    out = _moments_core(sides, mu, sigma)
+    coef = _grads_core(sides, mu, sigma)
+    tangent_out = []
+    for i, s in enumerate(sides):
+        dm_dmu, dm_dsigma, dv_dmu, dv_dsigma = coef[4 * i : 4 * i + 4]
+        tangent_out += [s * dm_dmu * dmu + dm_dsigma * dsigma, s * dv_dmu * dmu + dv_dsigma * dsigma]
+    return out, tuple(tangent_out)
 
 
-def _moments(mu, sigma):
-    """Broadcasts, upcasts half precision to float32, and evaluates both sides."""
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _grads_core(sides, mu, sigma):
+    pre = _prepare(mu, sigma)
+    return tuple(x for s in sides for x in _side_grads(pre, s, sigma))
+
+
+@_grads_core.defjvp
+def _grads_core_jvp(sides, primals, tangents):
+    mu, sigma = primals
+    dmu, dsigma = tangents
+    pre = _prepare(mu, sigma)
+    out = tuple(x for s in sides for x in _side_grads(pre, s, sigma))
+    tangent_out = []
+    for s in sides:
+        e_mm, e_ms, e_ss, v_mm, v_ms, v_ss = _side_hessian(pre, s, sigma)
+        tangent_out += [
+            s * e_mm * dmu + e_ms * dsigma,  # d(dE/dmu_s)
+            s * e_ms * dmu + e_ss * dsigma,  # d(dE/dsigma)
+            s * v_mm * dmu + v_ms * dsigma,  # d(dV/dmu_s)
+            s * v_ms * dmu + v_ss * dsigma,  # d(dV/dsigma)
+        ]
+    return out, tuple(tangent_out)
+
+
+def _moments(sides, mu, sigma):
+    """Broadcasts, upcasts half precision to float32, and evaluates the requested sides."""
     mu, sigma = broadcast_floats(mu=mu, sigma=sigma)
     out_dtype = mu.dtype
     work_dtype = jnp.float32 if jnp.finfo(out_dtype).bits < 32 else out_dtype
     mu, sigma = mu.astype(work_dtype), jnp.abs(sigma.astype(work_dtype))
-    results = _relu_moments_core(mu, sigma)
+    results = _moments_core(sides, mu, sigma)
     return tuple(r.astype(out_dtype) for r in results)
 
 
@@ -217,8 +287,7 @@ def relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]
       Frey & Hinton (1999). Variational Learning in Nonlinear Gaussian Belief Networks.
       Wu et al. (2019). Deterministic Variational Inference for Robust Bayesian Neural Networks.
     """
-    mean, var, _, _ = _moments(mu, sigma)
-    return mean, var
+    return _moments((1,), mu, sigma)
 
 
 def neg_relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -233,8 +302,7 @@ def neg_relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Ar
     Returns:
       ``(mean, var)`` of the broadcast shape, in the input dtype.
     """
-    _, _, mean, var = _moments(mu, sigma)
-    return mean, var
+    return _moments((-1,), mu, sigma)
 
 
 def crelu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -256,7 +324,7 @@ def crelu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array
       Shang, Sohn, Almeida, Lee (2016). Understanding and Improving Convolutional Neural
       Networks via Concatenated Rectified Linear Units. ICML.
     """
-    mean, var, neg_mean, neg_var = _moments(mu, sigma)
+    mean, var, neg_mean, neg_var = _moments((1, -1), mu, sigma)
     if mean.ndim == 0:
         raise ValueError("`mu` and `sigma` must have at least one axis to concatenate a CReLU on; got scalars.")
     return jnp.concatenate([mean, neg_mean], axis=-1), jnp.concatenate([var, neg_var], axis=-1)

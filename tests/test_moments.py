@@ -223,3 +223,167 @@ def test_property_float32_finite_and_nonnegative(mu, sigma):
     # relu(X) >= X and E relu(X) >= max(mu, 0), up to float32 rounding.
     # (A subnormal mu may be flushed to zero: an absolute error below float32's smallest normal.)
     assert float(mean) >= max(float(m), 0.0) * (1 - 1e-6) - float(np.finfo(np.float32).tiny)
+
+
+# ----------------------------------------------------------------- second derivatives (issue 10)
+
+
+def _truth_hessian(mu, sigma):
+    """Exact second derivatives of (mean, var) of relu(N(mu, sigma^2)) and the size of their terms.
+
+    Returns ``[(value, scale), ...]`` for E_mm, E_ms, E_ss, V_mm, V_ms, V_ss; ``scale`` is the
+    sum of the absolute values of the closed form's terms (what rounding is relative to).
+    """
+    mu, sigma = mp.mpf(float(mu)), mp.mpf(float(sigma))
+    a = mu / sigma
+    p, q, phi = mp.ncdf(a), mp.ncdf(-a), mp.npdf(a)
+    h = phi + a * p
+    terms = [
+        [phi / sigma],
+        [-a * phi / sigma],
+        [a * a * phi / sigma],
+        [2 * p * q, -2 * h * phi],
+        [2 * phi * q, 2 * phi * a * h],
+        [2 * p, -2 * a * phi, -2 * phi * phi, -2 * a * a * h * phi],
+    ]
+    return [(sum(t), sum(abs(x) for x in t)) for t in terms]
+
+
+def test_closed_form_second_derivatives_equal_numerical_derivatives_of_the_truth():
+    for a, sigma in [(-7.5, 0.3), (-1.2, 2.0), (0.0, 1.0), (0.4, 0.7), (3.0, 5.0)]:
+        mu, sigma = mp.mpf(a) * mp.mpf(sigma), mp.mpf(sigma)
+        exact = _truth_hessian(mu, sigma)
+        mean_f = lambda m, s: _truth(m, s)[0]  # noqa: E731
+        var_f = lambda m, s: _truth(m, s)[1]  # noqa: E731
+        numeric = []
+        for f in (mean_f, var_f):
+            numeric += [
+                mp.diff(lambda m: f(m, sigma), mu, 2),
+                mp.diff(lambda m, s: f(m, s), (mu, sigma), (1, 1)),
+                mp.diff(lambda s: f(mu, s), sigma, 2),
+            ]
+        for (closed, _), num in zip(exact, numeric):
+            assert abs(closed - num) <= 1e-10 * max(abs(num), 1e-20), (a, closed, num)
+
+
+def _hessian_grid(dtype):
+    """(mu, sigma) points with sigma > 0, |mu/sigma| <= 12, sigma from tiny to large."""
+    a = np.concatenate([np.linspace(-12, 12, 97), [-1e-3, 1e-3]])
+    sigmas = [1e-15, 1e-3, 1.0, 7.0, 1e8] if dtype == np.float32 else [1e-150, 1e-3, 1.0, 7.0, 1e100]
+    mu = np.array([dtype(x * s) for s in sigmas for x in a], dtype)
+    sigma = np.array([dtype(s) for s in sigmas for _ in a], dtype)
+    return mu, sigma
+
+
+def _hessian_errors(h_fn, dtype):
+    """Worst error of the computed Hessians relative to eps (1 + a^2) * (|value| + scale)."""
+    mu, sigma = _hessian_grid(dtype)
+    hess = np.asarray(h_fn(jnp.asarray(mu), jnp.asarray(sigma)), np.float64)  # (n, 2 outputs, 2, 2)
+    assert np.all(np.isfinite(hess))
+    eps = float(np.finfo(dtype).eps)
+    worst = 0.0
+    for i in range(len(mu)):
+        exact = _truth_hessian(mu[i], sigma[i])
+        a = float(mu[i]) / float(sigma[i])
+        got = [hess[i, 0, 0, 0], hess[i, 0, 0, 1], hess[i, 0, 1, 1], hess[i, 1, 0, 0], hess[i, 1, 0, 1], hess[i, 1, 1, 1]]
+        for g, (value, scale) in zip(got, exact):
+            bound = eps * (1 + a * a) * (abs(value) + scale) + _flush_bound(a, dtype) / HESS_ULPS
+            worst = max(worst, float(abs(mp.mpf(g) - value) / bound))
+    return worst
+
+
+def _flush_bound(a, dtype):
+    """Absolute error allowed near underflow: XLA on CPU flushes subnormal intermediates to 0,
+    and an intermediate multiplied by up to a^2 may have been flushed."""
+    return 16 * float(np.finfo(dtype).tiny) * (1 + a * a)
+
+
+def _stack_moments(p):
+    mean, var = relu_moments(p[0], p[1])
+    return jnp.stack([mean, var])
+
+
+# The rounding of a = mu / sigma moves phi(a) by a^2 ulps; the closed forms add a few ulps per
+# term: the bound is 64 eps (1 + a^2) times the size of the terms.
+HESS_ULPS = 64
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", ["hessian", "jacfwd_jacrev", "jacrev_jacfwd"])
+def test_second_derivatives_match_mpmath(dtype, mode):
+    outer = {"hessian": jax.hessian, "jacfwd_jacrev": lambda f: jax.jacfwd(jax.jacrev(f)),
+             "jacrev_jacfwd": lambda f: jax.jacrev(jax.jacfwd(f))}[mode]
+    h = jax.jit(jax.vmap(lambda m, s: outer(_stack_moments)(jnp.stack([m, s]))))
+    assert _hessian_errors(h, dtype) <= HESS_ULPS
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_jvp_of_grad_is_the_hessian_vector_product(dtype):
+    mu, sigma = _hessian_grid(dtype)
+    v = jnp.asarray(np.array([0.6, -0.8], dtype))
+
+    def hvp(m, s, i):
+        g = jax.grad(lambda p: _stack_moments(p)[i])
+        return jax.jvp(g, (jnp.stack([m, s]),), (v,))[1]
+
+    hv = np.asarray(jax.jit(jax.vmap(lambda m, s: jnp.stack([hvp(m, s, 0), hvp(m, s, 1)])))(mu, sigma), np.float64)
+    eps = float(np.finfo(dtype).eps)
+    vv = [float(x) for x in v]
+    for i in range(len(mu)):
+        (emm, emm_s), (ems, ems_s), (ess, ess_s), (vmm, vmm_s), (vms, vms_s), (vss, vss_s) = _truth_hessian(mu[i], sigma[i])
+        a = float(mu[i]) / float(sigma[i])
+        for got, (r0, r1), (s0, s1) in [
+            (hv[i, 0], (emm * vv[0] + ems * vv[1], ems * vv[0] + ess * vv[1]), (emm_s + ems_s, ems_s + ess_s)),
+            (hv[i, 1], (vmm * vv[0] + vms * vv[1], vms * vv[0] + vss * vv[1]), (vmm_s + vms_s, vms_s + vss_s)),
+        ]:
+            for g, r, s in zip(got, (r0, r1), (s0, s1)):
+                bound = HESS_ULPS * eps * (1 + a * a) * (abs(r) + s) + _flush_bound(a, dtype)
+                assert abs(mp.mpf(float(g)) - r) <= bound, (mu[i], sigma[i], g, r)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_second_derivatives_are_finite_at_sigma_zero_and_tiny_sigma(dtype):
+    info = jnp.finfo(dtype)
+    tiny_sigma = 1e-19 if dtype == jnp.float32 else 1e-154
+    mus = [-3.0, -1e-30, 0.0, 1e-30, 1.0, 2.5]
+    sigmas = [0.0, float(info.tiny) / 4, float(info.tiny), tiny_sigma, tiny_sigma / 100]
+    mu, sigma = (jnp.asarray(x, dtype).ravel() for x in np.meshgrid(mus, sigmas))
+    for fn in (relu_moments, neg_relu_moments):
+        for i in (0, 1):
+            f = lambda p: fn(p[0], p[1])[i]  # noqa: E731
+            for outer in (jax.hessian, lambda g: jax.jacfwd(jax.jacrev(g))):
+                h = jax.vmap(lambda m, s: outer(f)(jnp.stack([m, s])))(mu, sigma)
+                assert bool(jnp.all(jnp.isfinite(h))), (fn, i)
+    # The issue's reproduction: the variance's Hessian at mu = 1, sigma = 0 is its limit.
+    h = jax.hessian(lambda p: relu_moments(p[0], p[1])[1])(jnp.array([1.0, 0.0], dtype))
+    np.testing.assert_array_equal(h, jnp.array([[0.0, 0.0], [0.0, 2.0]], dtype))
+    # crelu's Hessian-vector products at sigma = 0 are finite too.
+    g = jax.grad(lambda m, s: sum(x.sum() for x in crelu_moments(m, s)), argnums=(0, 1))
+    _, tangents = jax.jvp(lambda m, s: g(m, s), (mu, jnp.zeros_like(mu)), (jnp.ones_like(mu), jnp.ones_like(mu)))
+    assert all(bool(jnp.all(jnp.isfinite(t))) for t in tangents)
+
+
+# ----------------------------------------------------------------- overflow, NaN (issue 10)
+
+
+def test_float32_variance_finite_where_exact_value_is_and_jvp_at_huge_sigma():
+    mean, var = relu_moments(jnp.float32(0.0), jnp.float32(2.6e19))
+    exact = _truth(0.0, float(np.float32(2.6e19)))
+    assert abs(float(var) - float(exact[1])) <= 8 * np.finfo(np.float32).eps * float(exact[1])
+    # sigma = 2e38: var overflows (exact 1.4e76), but no tangent is NaN (no inf * 0 in the rule).
+    for t in [(1.0, 0.0), (0.0, 1.0)]:
+        _, tan = jax.jvp(relu_moments, (jnp.float32(0.0), jnp.float32(2e38)), tuple(map(jnp.float32, t)))
+        assert not any(bool(jnp.isnan(x)) for x in tan)
+    _, (dmean, dvar) = jax.jvp(relu_moments, (jnp.float32(0.0), jnp.float32(2e38)), (jnp.float32(0), jnp.float32(1)))
+    exact = _truth(0.0, float(np.float32(2e38)))
+    assert abs(float(dvar) - float(exact[5])) <= 8 * np.finfo(np.float32).eps * float(exact[5])
+
+
+@pytest.mark.parametrize("fn", [relu_moments, neg_relu_moments])
+def test_nan_inputs_give_nan_outputs(fn):
+    mu = jnp.array([np.nan, 1.0, 1e30, 0.0, np.nan])
+    sigma = jnp.array([1.0, np.nan, np.nan, np.nan, 0.0])
+    for out in fn(mu, sigma):
+        assert bool(jnp.all(jnp.isnan(out)))
+    g = jax.grad(lambda m, s: fn(m, s)[1].sum(), argnums=(0, 1))(mu, sigma)
+    assert all(bool(jnp.all(jnp.isnan(x))) for x in g)
