@@ -5,10 +5,10 @@ Pure functions (this file re-exports them) hold the math; the ``flax.linen`` mod
 
 from bayeslayers_jax.clt import clt_linear_moments
 from bayeslayers_jax.gaussian import normal_cdf, normal_pdf
-from bayeslayers_jax.kl import kl_normal
+from bayeslayers_jax.kl import kl_normal, kl_normal_from_log_std
 from bayeslayers_jax.moments import crelu_moments, neg_relu_moments, relu_moments
 from bayeslayers_jax.sampling import local_reparameterization, sample_weights
-from bayeslayers_jax.transforms import inv_softplus, rho_to_std, softplus
+from bayeslayers_jax.transforms import inv_softplus, rho_to_log_std, rho_to_std, softplus
 
 # Public names of the other modules are imported below this line.
 from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl, update_prior
@@ -58,6 +58,7 @@ __all__ = [
     "softplus",
     "inv_softplus",
     "rho_to_std",
+    "rho_to_log_std",
     "normal_pdf",
     "normal_cdf",
     "relu_moments",
@@ -67,6 +68,7 @@ __all__ = [
     "sample_weights",
     "local_reparameterization",
     "kl_normal",
+    "kl_normal_from_log_std",
     # other modules' public names follow
     # flax.linen layers and the MLP
     "BBBLinear",

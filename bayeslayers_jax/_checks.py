@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,6 +20,8 @@ __all__ = [
     "check_bias",
     "compute_dtype",
     "broadcast_floats",
+    "concrete_value",
+    "nonnegative_or_nan",
 ]
 
 
@@ -92,3 +95,30 @@ def broadcast_floats(**arrays) -> list[jnp.ndarray]:
     shape = check_broadcastable(**converted)
     dtype = jnp.result_type(*converted.values())
     return [jnp.broadcast_to(jnp.asarray(a, dtype), shape) for a in converted.values()]
+
+
+def concrete_value(value: Any) -> np.ndarray | None:
+    """``value`` as a NumPy array, or ``None`` if it is traced (it cannot be checked now)."""
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def nonnegative_or_nan(name: str, value: jnp.ndarray) -> jnp.ndarray:
+    """A variance argument: raises ``ValueError`` naming ``name`` if a concrete entry is < 0.
+
+    Under ``jax.jit`` (a traced value) nothing can be checked; then every negative entry
+    is replaced by NaN, so the garbage shows in every output that depends on it instead of
+    producing a negative variance. NaN entries pass through (and propagate).
+    """
+    concrete = concrete_value(value)
+    if concrete is not None:
+        negative = concrete < 0
+        if np.any(negative):
+            raise ValueError(
+                f"`{name}` must be >= 0 (a variance), got {int(negative.sum())} negative "
+                f"entries (min {float(concrete[negative].min())}) in shape {concrete.shape}."
+            )
+        return value
+    return jnp.where(value < 0, jnp.nan, value)

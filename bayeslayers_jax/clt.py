@@ -5,7 +5,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from bayeslayers_jax._checks import as_float_array, check_bias, check_kernel, check_same_shape
+from bayeslayers_jax._checks import (
+    as_float_array,
+    check_bias,
+    check_kernel,
+    check_same_shape,
+    nonnegative_or_nan,
+)
 
 __all__ = ["clt_linear_moments"]
 
@@ -48,6 +54,27 @@ def clt_linear_moments(
       ``(mean, var)`` of shape ``(..., features)``; the variance is >= 0 (zeros when both the
       input and the weights are deterministic).
 
+    Raises:
+      ValueError: a concrete ``var``, ``weight_var`` or ``bias_var`` with a negative entry
+        (and the shape errors, naming the arguments).
+
+    Negative and NaN variances: under ``jax.jit`` the values cannot be checked, so a negative
+    entry of ``var``, ``weight_var`` or ``bias_var`` is read as NaN: the outputs that depend
+    on it are NaN, never a negative variance. A NaN anywhere gives NaN in what depends on it.
+
+    Supported range: the products are formed as written (``mu**2``, ``var``, ``mu * M``), so
+    every one of ``mu**2 * V``, ``var * M**2`` and ``mu**2`` must be finite: ``|mu|`` below
+    ``sqrt(finfo.max)`` (1.8e19 in float32, 1.3e154 in float64). Beyond it the variance
+    overflows to ``inf`` (not NaN), even where the exact value would be finite.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> mean, var = clt_linear_moments(
+      ...     jnp.array([[1.0, 2.0]]), jnp.array([[0.5, 0.0]]),
+      ...     jnp.ones((2, 1)), jnp.full((2, 1), 0.1), jnp.zeros(1), jnp.full(1, 0.2))
+      >>> print(mean, var)  # 1 + 2; (0.5 + 1) 0.1 + 4 (0.1) + 0.5 + 0.2
+      [[3.]] [[1.25]]
+
     References:
       Wu, Nowozin, Meeds, Turner, Hernandez-Lobato, Gaunt (2019). Deterministic Variational
       Inference for Robust Bayesian Neural Networks. ICLR.
@@ -75,6 +102,12 @@ def clt_linear_moments(
     dtype = jnp.result_type(*arrays)
     cast = lambda a: None if a is None else jnp.asarray(a, dtype)  # noqa: E731
     mu, var, weight_mu, weight_var = cast(mu), cast(var), cast(weight_mu), cast(weight_var)
+    if var is not None:
+        var = nonnegative_or_nan("var", var)
+    if weight_var is not None:
+        weight_var = nonnegative_or_nan("weight_var", weight_var)
+    if bias_var is not None:
+        bias_var = nonnegative_or_nan("bias_var", cast(bias_var))
 
     mean = mu @ weight_mu
     out_var = None

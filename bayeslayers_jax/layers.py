@@ -42,10 +42,11 @@ import flax.linen as nn
 from flax.linen.dtypes import promote_dtype
 
 from bayeslayers_jax.clt import clt_linear_moments
-from bayeslayers_jax.kl import kl_normal
+from bayeslayers_jax._checks import as_float_array, concrete_value
+from bayeslayers_jax.kl import kl_normal_from_log_std
 from bayeslayers_jax.moments import crelu_moments, relu_moments
 from bayeslayers_jax.sampling import local_reparameterization, safe_sqrt, sample_weights
-from bayeslayers_jax.transforms import rho_to_std
+from bayeslayers_jax.transforms import rho_to_log_std, rho_to_std
 
 __all__ = [
     "BBBLinear",
@@ -165,12 +166,7 @@ def _dense(x: Array, kernel: Array, bias: Array | None) -> Array:
     return y
 
 
-def _concrete(value: Any) -> np.ndarray | None:
-    """``value`` as a NumPy array, or ``None`` if it is traced (cannot be checked now)."""
-    try:
-        return np.asarray(value)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
+_concrete = concrete_value
 
 
 def _check_prior_std(value: Any, name: str) -> None:
@@ -379,12 +375,16 @@ class _BayesianLinearBase(nn.Module):
             )
 
     def _kl_from(self, params: dict[str, Array], priors: dict[str, Array]) -> Array:
-        w_std, b_std = self._stds(params)
-        kl = jnp.sum(kl_normal(params["weight_mu"], w_std, priors["weight_mean"], priors["weight_std"]))
+        # From rho (log std), never log(exp(rho)): exact and finite where exp(rho) underflows.
+        self._require_std("KL")
+        terms = [("weight_mu", "weight_rho", "weight_mean", "weight_std")]
         if self.use_bias:
-            kl = kl + jnp.sum(
-                kl_normal(params["bias_mu"], b_std, priors["bias_mean"], priors["bias_std"])
-            )
+            terms.append(("bias_mu", "bias_rho", "bias_mean", "bias_std"))
+        kl = None
+        for mu, rho, p_mean, p_std in terms:
+            log_std = rho_to_log_std(params[rho], use_softplus=self.use_softplus)
+            term = jnp.sum(kl_normal_from_log_std(params[mu], log_std, priors[p_mean], priors[p_std]))
+            kl = term if kl is None else kl + term
         return kl
 
     def _sow_kl(self, params: dict[str, Array], in_features: int) -> None:
@@ -442,7 +442,9 @@ class _BayesianLinearBase(nn.Module):
 
     @staticmethod
     def _check_input(x: Any, name: str) -> Array:
-        x = jnp.asarray(x)
+        # The package's dtype rule: real floats pass, int/bool are cast to the default float,
+        # complex and anything else raise a TypeError naming the argument.
+        x = as_float_array(name, x)
         if x.ndim < 1:
             raise ValueError(f"{name} must have at least one axis (features last), got shape {x.shape}")
         return x
@@ -628,7 +630,7 @@ class CLTLinear(_BayesianLinearBase):
                     "set is_input=True, or use map=True"
                 )
         else:
-            var = jnp.asarray(var)
+            var = as_float_array("var", var)
             if var.shape != mu.shape:
                 raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
         w_std, b_std = self._stds(params)
@@ -672,7 +674,7 @@ class CLTLinearDet(CLTLinear):
         params = self._params(mu.shape[-1], "mu")
         if map_ or var is None:
             return self._map_forward(mu, params), None
-        var = jnp.asarray(var)
+        var = as_float_array("var", var)
         if var.shape != mu.shape:
             raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
         mu, var, w, b = promote_dtype(mu, var, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)

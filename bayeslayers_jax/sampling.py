@@ -19,9 +19,29 @@ def _check_key(key) -> None:
 
 
 def safe_sqrt(v: jax.Array) -> jax.Array:
-    """``sqrt(max(v, 0))`` with a finite (zero) gradient at ``v = 0`` (the double-``where`` pattern)."""
-    positive = v > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, v, 1)), 0)
+    r"""Square root of a variance with a finite (zero) gradient at ``v = 0``.
+
+    .. math:: \operatorname{safe\_sqrt}(v) = \sqrt v, \qquad
+       \frac{d}{dv}\operatorname{safe\_sqrt}(v)\Big|_{v=0} := 0
+
+    Only the exact zero is guarded (the double-``where`` pattern): a NaN or a negative ``v``
+    gives NaN, value and gradient, so a corrupted variance never turns into zero noise.
+
+    Args:
+      v: variances (>= 0), any floating array.
+
+    Returns:
+      ``sqrt(v)``, same shape and dtype; NaN where ``v`` is NaN or negative.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> print(safe_sqrt(jnp.array([4.0, 0.0, -1.0, jnp.nan])))
+      [ 2.  0. nan nan]
+      >>> print(jax.grad(safe_sqrt)(0.0))
+      0.0
+    """
+    zero = v == 0
+    return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, v)))
 
 
 def sample_weights(key: jax.Array, mu: jax.Array, std: jax.Array) -> jax.Array:

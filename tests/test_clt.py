@@ -67,3 +67,39 @@ def test_shape_errors_name_the_arguments():
         clt_linear_moments(jnp.ones((2, 4)), None, jnp.ones((4, 3)), jnp.ones((3, 4)))
     with pytest.raises(ValueError, match="`bias_var` was given without `bias_mu`"):
         clt_linear_moments(jnp.ones((2, 4)), None, jnp.ones((4, 3)), None, None, jnp.ones(3))
+
+
+def test_negative_variances_raise_when_concrete_and_are_nan_under_jit():
+    """Issue 10: var = -1 returned a variance of -3."""
+    mu, w = jnp.ones((2, 3)), jnp.ones((3, 2))
+    var = jnp.ones((2, 3)).at[1, 0].set(-1.0)
+    with pytest.raises(ValueError, match=r"`var` must be >= 0.*min -1\.0"):
+        clt_linear_moments(mu, var, w, None)
+    with pytest.raises(ValueError, match="`weight_var` must be >= 0"):
+        clt_linear_moments(mu, None, w, -w)
+    with pytest.raises(ValueError, match="`bias_var` must be >= 0"):
+        clt_linear_moments(mu, None, w, w, jnp.zeros(2), jnp.array([1.0, -1.0]))
+    _, out_var = jax.jit(clt_linear_moments)(mu, var, w, w)
+    np.testing.assert_array_equal(out_var[0], 3.0 * (1.0 + 1.0) + 3.0)  # (var + mu^2) W_var + var W_mu^2
+    assert bool(jnp.all(jnp.isnan(out_var[1])))
+    # NaN variances are not an error: they propagate.
+    _, out_var = clt_linear_moments(mu, var.at[1, 0].set(jnp.nan), w, None)
+    assert bool(jnp.all(jnp.isnan(out_var[1]))) and bool(jnp.all(out_var[0] == 3.0))
+
+
+def test_supported_range_of_the_mean_in_float32():
+    """|mu| < sqrt(finfo.max) (1.8e19 in float32): accurate; beyond it the variance overflows to inf."""
+    w_var = jnp.full((2, 1), 1e-20, jnp.float32)
+    w = jnp.ones((2, 1), jnp.float32)
+    for m in (1e19, 1.8e19):
+        mean, var = clt_linear_moments(jnp.full((1, 2), m, jnp.float32), None, w, w_var)
+        exact = 2 * float(np.float32(m)) ** 2 * float(np.float32(1e-20))
+        assert abs(float(var[0, 0]) - exact) <= 4 * float(np.finfo(np.float32).eps) * exact
+        assert float(mean[0, 0]) == 2 * float(np.float32(m))
+    _, var = clt_linear_moments(jnp.full((1, 2), 1e20, jnp.float32), None, w, w_var)
+    assert float(var[0, 0]) == np.inf  # documented overflow (exact 2e20), never NaN
+
+
+def test_complex_inputs_raise():
+    with pytest.raises(TypeError, match="`var` must be a real floating array"):
+        clt_linear_moments(jnp.ones((2, 3)), jnp.ones((2, 3), jnp.complex128), jnp.ones((3, 2)), None)

@@ -50,3 +50,34 @@ def test_nonnegative_zero_at_equality_and_broadcasting():
     assert kl.shape == (4, 3) and bool(jnp.all(kl > 0))
     with pytest.raises(ValueError, match="`mu_q`.*`std_q`"):
         kl_normal(jnp.zeros(3), jnp.ones(2), 0.0, 1.0)
+
+
+def test_point_mass_prior_gives_inf_not_nan():
+    """Issue 10: kl_normal(std_p=0) was NaN; the exact value is +inf (NaN inputs stay NaN)."""
+    assert float(kl_normal(0.0, 1.0, 0.0, 0.0)) == np.inf
+    assert float(kl_normal(1.0, 0.5, 0.0, 0.0)) == np.inf
+    assert float(kl_normal(0.0, 0.0, 0.0, 1.0)) == np.inf  # a point-mass posterior
+    assert np.isnan(float(kl_normal(np.nan, 1.0, 0.0, 0.0)))
+    assert np.isnan(float(kl_normal(0.0, np.nan, 0.0, 1.0)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_kl_from_log_std_is_exact_where_the_std_underflows(dtype):
+    from bayeslayers_jax import kl_normal_from_log_std
+
+    eps = float(jnp.finfo(dtype).eps)
+    for log_std, mq, sp in [(-90.0, 0.0, 1.0), (-800.0, 0.3, 2.0), (-4.6, -1.0, 0.5), (3.0, 2.0, 1.5)]:
+        got = float(kl_normal_from_log_std(jnp.asarray(mq, dtype), jnp.asarray(log_std, dtype), jnp.asarray(0.0, dtype), jnp.asarray(sp, dtype)))
+        exact = mp.log(mp.mpf(sp)) - mp.mpf(log_std) + (mp.exp(2 * mp.mpf(log_std)) + mp.mpf(mq) ** 2) / (2 * mp.mpf(sp) ** 2) - mp.mpf(1) / 2
+        # A few ulps of the terms |log sp| + |log_std| + e^{2l} + z^2.
+        scale = abs(np.log(sp)) + abs(log_std) + np.exp(2 * (log_std - np.log(sp))) + (mq / sp) ** 2 + 1
+        assert abs(got - exact) <= 8 * eps * scale, (log_std, got, exact)
+    # The issue's value: kl_normal(0, exp(-90), 0, 1) is exactly 89.5 (in float32 too).
+    assert float(kl_normal_from_log_std(0.0, jnp.asarray(-90.0, dtype), 0.0, 1.0)) == 89.5
+    g = jax.grad(lambda r: kl_normal_from_log_std(0.0, r, 0.0, 1.0))(jnp.asarray(-90.0, dtype))
+    assert float(g) == -1.0  # e^{2 rho} - 1
+    # Agrees with kl_normal wherever the std is representable.
+    log_std = jnp.linspace(-20.0, 5.0, 11, dtype=dtype)
+    np.testing.assert_allclose(
+        kl_normal_from_log_std(0.4, log_std, -0.1, 1.3), kl_normal(0.4, jnp.exp(log_std), -0.1, 1.3), rtol=16 * eps
+    )

@@ -531,3 +531,132 @@ def test_update_prior_replaces_one_layer_and_changes_the_kl_as_computed_by_hand(
         update_prior(variables, "layers_1", std=1.0)
     with pytest.raises(ValueError, match="layer 'layers_7' has no prior"):
         update_prior(variables, "layers_7", weight_std=1.0)
+
+
+# ------------------------------------------------------------------ issue 10: no silent garbage
+
+
+def test_nan_std_is_nan_output_never_zero_noise():
+    from bayeslayers_jax import BayesianMLP
+
+    x = _x((3, 4), dtype=jnp.float32)
+    # The issue's reproduction: an LR MLP with one NaN rho gave finite outputs.
+    model = BayesianMLP((4, 1), layer_type="lr")
+    v = model.init(jax.random.key(0), x)
+    p = jax.tree_util.tree_map(lambda a: a, v["params"])
+    p["layers_0"]["weight_rho"] = p["layers_0"]["weight_rho"].at[0, 0].set(jnp.nan)
+    y = model.apply({**v, "params": p}, x, rng=jax.random.key(1))
+    assert bool(jnp.all(jnp.isnan(y)))
+    x = _x((3, 4))
+    # A CLT layer with a NaN rho: NaN mean and variance after the moment matching.
+    layer = _clt(CLTLinear)
+    v = layer.init(jax.random.key(0), x)
+    v = {**v, "params": {**v["params"], "weight_rho": v["params"]["weight_rho"].at[0, 0].set(jnp.nan)}}
+    for out in layer.apply(v, x):  # weight (0, 0) feeds output feature 0 only
+        assert bool(jnp.all(jnp.isnan(out[:, 0]))) and bool(jnp.all(jnp.isfinite(out[:, 1:])))
+
+
+@pytest.mark.parametrize("cls", [CLTLinear, CLTLinearDet])
+def test_clt_nan_input_variance_gives_nan_outputs(cls):
+    layer = cls(3, param_dtype=F64)
+    x = _x((2, 4))
+    v = layer.init(jax.random.key(0), x, jnp.ones_like(x))
+    var = jnp.ones_like(x).at[0, 1].set(jnp.nan)
+    mean, out_var = layer.apply(v, x, var)
+    assert bool(jnp.all(jnp.isnan(out_var[0]))) and bool(jnp.all(jnp.isnan(mean[0])))
+    assert bool(jnp.all(jnp.isfinite(out_var[1])))  # the other row does not depend on it
+
+
+@pytest.mark.parametrize("cls", [CLTLinear, CLTLinearDet])
+def test_negative_input_variance_raises_or_is_nan_under_jit(cls):
+    layer = cls(3, is_output=True, param_dtype=F64)
+    x = _x((2, 4))
+    v = layer.init(jax.random.key(0), x, jnp.ones_like(x))
+    var = jnp.ones_like(x).at[1, 2].set(-1.0)
+    with pytest.raises(ValueError, match="`var` must be >= 0"):
+        layer.apply(v, x, var)
+    _, out_var = jax.jit(layer.apply)(v, x, var)
+    assert bool(jnp.all(jnp.isfinite(out_var[0]))) and bool(jnp.all(jnp.isnan(out_var[1])))
+
+
+@pytest.mark.parametrize("use_softplus", [False, True])
+def test_kl_stays_exact_and_finite_where_the_std_underflows(use_softplus):
+    """rho = -90 (-200 with softplus): exp(rho) is 0 in float32, the KL is not infinite."""
+    rho = -200.0 if use_softplus else -90.0
+    layer = BBBLinear(3, use_softplus=use_softplus, weight_rho_init=nn_constant(rho), bias_rho_init=nn_constant(rho))
+    x = jnp.ones((2, 4), jnp.float32)
+    v = layer.init(jax.random.key(0), x)
+    p = v["params"]
+    kl, grads = jax.value_and_grad(lambda q: layer.apply({**v, "params": q}, method="kl"))(p)
+    # Exact: each element contributes (e^{2 rho} - 1 - 2 rho) / 2 + mu^2 / 2 = (-1 - 2 rho) / 2 + mu^2 / 2.
+    n = p["weight_mu"].size + p["bias_mu"].size
+    exact = n * (-1.0 - 2.0 * rho) / 2 + 0.5 * float(np.sum(np.square(p["weight_mu"])) + np.sum(np.square(p["bias_mu"])))
+    assert abs(float(kl) - exact) <= 4 * float(np.finfo(np.float32).eps) * exact
+    # d KL / d rho = e^{2 rho} - 1 = -1 (exactly, in float32).
+    np.testing.assert_array_equal(grads["weight_rho"], -1.0)
+    np.testing.assert_array_equal(grads["bias_rho"], -1.0)
+    # kl_weight = 0 switches the term off: 0 * KL is 0 and its gradient is 0, not NaN.
+    zero = jax.grad(lambda q: 0.0 * layer.apply({**v, "params": q}, method="kl"))(p)
+    for g in jax.tree_util.tree_leaves(zero):
+        np.testing.assert_array_equal(g, 0.0)
+
+
+def nn_constant(value):
+    import flax.linen as nn
+
+    return nn.initializers.constant(value)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_complex_inputs_raise_and_integers_are_cast(cls):
+    # float64 parameters: under x64 the default float dtype that int/bool are cast to is float64.
+    layer = cls(3, param_dtype=F64) if cls in SAMPLING else cls(3, is_input=True, param_dtype=F64)
+    x = jnp.ones((2, 4), F64)
+    v = layer.init(jax.random.key(0), x)
+    z = x.astype(jnp.complex128)
+    name = "x" if cls in SAMPLING else "mu"
+    with pytest.raises(TypeError, match=f"`{name}` must be a real floating array"):
+        layer.apply(v, z, map=True)
+    if cls in SAMPLING:
+        with pytest.raises(TypeError, match="`x` must be a real floating array"):
+            layer.apply(v, z, rng=jax.random.key(1))
+    else:
+        with pytest.raises(TypeError, match="`var` must be a real floating array"):
+            layer.apply(v, x, jnp.ones((2, 4), jnp.complex128))
+        with pytest.raises(TypeError, match="`mu` must be a real floating array"):
+            layer.apply(v, z, jnp.ones((2, 4), F64))
+    # int and bool inputs are cast to the default float dtype (float64 here: x64 is on).
+    y_int = layer.apply(v, jnp.ones((2, 4), jnp.int32), map=True)
+    y_float = layer.apply(v, jnp.ones((2, 4), jnp.result_type(float)), map=True)
+    y_bool = layer.apply(v, jnp.ones((2, 4), bool), map=True)
+    first = lambda y: y[0] if isinstance(y, tuple) else y  # noqa: E731
+    np.testing.assert_array_equal(first(y_int), first(y_float))
+    np.testing.assert_array_equal(first(y_bool), first(y_float))
+
+
+@pytest.mark.parametrize("act", ["relu", "crelu"])
+def test_cltdet_mlp_hessian_vector_product_is_finite_with_zero_input_variance(act):
+    """Hessian-vector products (Laplace, natural gradient) of a 'cltdet' MLP: finite at var = 0."""
+    from bayeslayers_jax import BayesianMLP
+
+    model = BayesianMLP((8, 8, 1), layer_type="cltdet", act=act, param_dtype=F64)
+    x = _x((5, 3))
+    v = model.init(jax.random.key(0), x, jnp.zeros_like(x))
+    params = v["params"]
+
+    def loss(p):
+        mean, var = model.apply({**v, "params": p}, x, jnp.zeros_like(x))
+        return jnp.sum(jnp.square(mean - 1.0) / (1.0 + var))
+
+    direction = jax.tree_util.tree_map(jnp.ones_like, params)
+    grads, hvp = jax.jvp(jax.grad(loss), (params,), (direction,))
+    for leaf in jax.tree_util.tree_leaves((grads, hvp)):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    # The same product by central differences of the gradient (float64, step 1e-5): the
+    # truncation error is O(h^2) ~ 1e-10 and the rounding error about eps / h ~ 1e-11.
+    h = 1e-5
+    plus = jax.grad(loss)(jax.tree_util.tree_map(lambda a, d: a + h * d, params, direction))
+    minus = jax.grad(loss)(jax.tree_util.tree_map(lambda a, d: a - h * d, params, direction))
+    for hv, gp, gm in zip(*(jax.tree_util.tree_leaves(t) for t in (hvp, plus, minus))):
+        fd = (gp - gm) / (2 * h)
+        np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-6 * float(jnp.max(jnp.abs(fd))))

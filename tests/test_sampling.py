@@ -81,3 +81,35 @@ def test_errors_name_the_arguments():
         sample_weights(jax.random.key(0), jnp.ones(3), jnp.ones(4))
     with pytest.raises(ValueError, match="PRNG key"):
         sample_weights(None, jnp.ones(3), jnp.ones(3))
+
+
+def test_safe_sqrt_propagates_nan_and_negative_with_a_zero_gradient_at_zero():
+    from bayeslayers_jax.sampling import safe_sqrt
+
+    v = jnp.array([4.0, 0.0, -1.0, np.nan])
+    out = safe_sqrt(v)
+    np.testing.assert_array_equal(out[:2], [2.0, 0.0])
+    assert bool(jnp.all(jnp.isnan(out[2:])))
+    g = jax.vmap(jax.grad(safe_sqrt))(v)
+    np.testing.assert_array_equal(g[:2], [0.25, 0.0])
+    assert bool(jnp.all(jnp.isnan(g[2:])))
+
+
+def test_nan_weight_std_gives_nan_samples_not_zero_noise():
+    """Issue 10: weight_std = nan returned [[3, 3], [3, 3]] (the NaN variance became 0 noise)."""
+    x, w = jnp.ones((2, 3)), jnp.ones((3, 2))
+    y = local_reparameterization(jax.random.key(0), x, w, jnp.full((3, 2), np.nan))
+    assert bool(jnp.all(jnp.isnan(y)))
+    y = local_reparameterization(jax.random.key(0), x, w, w, jnp.zeros(2), jnp.array([np.nan, 1.0]))
+    assert bool(jnp.all(jnp.isnan(y[:, 0]))) and bool(jnp.all(jnp.isfinite(y[:, 1])))
+    assert bool(jnp.all(jnp.isnan(sample_weights(jax.random.key(0), w, jnp.full((3, 2), np.nan)))))
+
+
+def test_complex_inputs_raise_and_integers_are_cast():
+    w = jnp.ones((3, 2))
+    with pytest.raises(TypeError, match="`x` must be a real floating array"):
+        local_reparameterization(jax.random.key(0), jnp.ones((2, 3), jnp.complex128), w, w)
+    with pytest.raises(TypeError, match="`std` must be a real floating array"):
+        sample_weights(jax.random.key(0), w, w.astype(jnp.complex128))
+    y_int = local_reparameterization(jax.random.key(0), jnp.ones((2, 3), jnp.int32), w, w)
+    np.testing.assert_array_equal(y_int, local_reparameterization(jax.random.key(0), jnp.ones((2, 3)), w, w))

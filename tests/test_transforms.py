@@ -46,3 +46,19 @@ def test_rho_to_std_both_parameterizations_and_bad_flag():
         rho_to_std(rho, use_softplus="yes")
     with pytest.raises(TypeError, match="`rho`"):
         rho_to_std(jnp.array([1 + 2j]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rho_to_log_std_matches_mpmath_and_never_underflows(dtype):
+    from bayeslayers_jax import rho_to_log_std
+
+    rho = np.array([-1000.0, -200.0, -90.0, -40.0, -16.0, -15.0, -5.0, -1.0, 0.0, 0.5, 3.0, 30.0], dtype)
+    got = np.asarray(rho_to_log_std(jnp.asarray(rho), use_softplus=True), np.float64)
+    eps = float(np.finfo(dtype).eps)
+    for r, g in zip(rho, got):
+        exact = mp.log(mp.log1p(mp.exp(mp.mpf(float(r)))))
+        assert abs(g - exact) <= 4 * eps * abs(exact), (r, g, exact)
+    np.testing.assert_array_equal(rho_to_log_std(jnp.asarray(rho)), rho)  # exp: log std = rho
+    grads = jax.vmap(jax.grad(lambda r: rho_to_log_std(r, use_softplus=True)))(jnp.asarray(rho))
+    assert bool(jnp.all(jnp.isfinite(grads)))
+    assert bool(jnp.isnan(rho_to_log_std(jnp.asarray(np.nan, dtype), use_softplus=True)))
