@@ -39,8 +39,41 @@ Gradients come from closed forms through :func:`jax.custom_jvp` (Price's theorem
 :math:`\partial_\sigma \operatorname{Var} = 2\sigma\Phi(a) - 2\,\mathbb E\,\varphi(a)`.
 They are finite everywhere, :math:`\sigma = 0` included, where they take their limits as
 :math:`\sigma \to 0^+` (at :math:`\mu = \sigma = 0`: :math:`\Phi(0) = 1/2`,
-:math:`\varphi(0)`). A negative ``sigma`` is read as ``|sigma|`` (the distribution only
+:math:`\varphi(0)`).
+
+Second derivatives: the coefficients above are themselves a :func:`jax.custom_jvp`
+function whose rule holds the closed-form second derivatives, so ``jax.hessian``,
+``jacfwd(jacrev)``, ``jacrev(jacfwd)`` and ``jvp`` of ``grad`` (Hessian-vector products) all
+work (``custom_jvp``, not ``custom_vjp``, keeps forward mode). With :math:`P = \Phi(a)`,
+:math:`Q = \Phi(-a)`, :math:`H = h(a)`:
+
+.. math::
+   \partial^2_{\mu}\mathbb E = \frac{\varphi}{\sigma}, \quad
+   \partial_{\mu}\partial_{\sigma}\mathbb E = -\frac{a\varphi}{\sigma}, \quad
+   \partial^2_{\sigma}\mathbb E = \frac{a^2\varphi}{\sigma},
+
+   \partial^2_{\mu}\operatorname{Var} = 2(PQ - H\varphi), \quad
+   \partial_{\mu}\partial_{\sigma}\operatorname{Var} = 2\varphi(Q + aH), \quad
+   \partial^2_{\sigma}\operatorname{Var} = 2(P - a\varphi - \varphi^2 - a^2 H\varphi)
+
+(the variance's depend on :math:`a` only; tails from the same ratios, in log space). At
+:math:`\sigma = 0` they take their limits as :math:`\sigma \to 0^+`; the mean's
+:math:`1/\sigma` terms, which tend to 0 for :math:`\mu \ne 0`, are also 0 at
+:math:`\mu = \sigma = 0`, where the exact value is the Dirac delta of the kink (the same
+convention as ReLU's derivative at 0). Third and higher derivatives are not provided.
+
+Range and special values. Accurate (tested against mpmath) for ``mu`` and ``sigma`` in the
+dtype's *normal* range: XLA on CPU flushes subnormal numbers to zero (``float32(1e-40) > 0``
+is False there), so a subnormal ``sigma`` acts as ``sigma = 0`` and a result below the
+smallest normal number (1.2e-38 in float32, 2.2e-308 in float64) may come out as 0; it is
+still finite and non-negative. The variance is finite wherever its exact value is
+(``sigma`` multiplies twice, never ``sigma**2`` first): ``relu_moments(0, 2.6e19)`` in
+float32 is 2.30e38. A NaN ``mu`` or ``sigma`` gives NaN moments and gradients (nothing is
+guarded into a number). A negative ``sigma`` is read as ``|sigma|`` (the distribution only
 depends on :math:`\sigma^2`). Half-precision inputs are computed in float32 and cast back.
+
+Evaluation. Only the requested side is evaluated (relu: one side; CReLU: both, sharing ``t``
+and the tail ratios).
 """
 
 from __future__ import annotations
@@ -271,10 +304,11 @@ def relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]
        \mathbb E = \sigma h(a), \quad \operatorname{Var} = \sigma^2(\Phi(a) - h(a)h(-a)), \quad
        a = \mu/\sigma, \quad h(a) = \varphi(a) + a\Phi(a)
 
-    Accurate to a few ulps for every finite ``mu`` and ``sigma >= 0`` (tails evaluated by
-    continued fractions and in log space, see the module docstring); never NaN or Inf, the
-    variance is never negative, and the gradients (closed form, custom JVP) are finite at
-    ``sigma = 0``.
+    Accurate to a few ulps (times the :math:`a^2` conditioning of ``mu / sigma``) for ``mu``
+    and ``sigma >= 0`` in the dtype's normal range (tails evaluated by continued fractions
+    and in log space, see the module docstring); never Inf where the exact value is finite,
+    never NaN unless an input is NaN (then NaN), the variance is never negative, and first
+    and second derivatives (closed forms, custom JVP) are finite, ``sigma = 0`` included.
 
     Args:
       mu: means, any floating array.
@@ -286,6 +320,15 @@ def relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]
     References:
       Frey & Hinton (1999). Variational Learning in Nonlinear Gaussian Belief Networks.
       Wu et al. (2019). Deterministic Variational Inference for Robust Bayesian Neural Networks.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> mean, var = relu_moments(jnp.float32(0.0), jnp.float32(1.0))
+      >>> print(round(float(mean), 4), round(float(var), 4))  # 1/sqrt(2 pi), 1/2 - 1/(2 pi)
+      0.3989 0.3408
+      >>> print(jax.hessian(lambda p: relu_moments(p[0], p[1])[1])(jnp.array([1.0, 0.0])))
+      [[0. 0.]
+       [0. 2.]]
     """
     return _moments((1,), mu, sigma)
 
@@ -301,6 +344,11 @@ def neg_relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Ar
 
     Returns:
       ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    Examples:
+      >>> mean, _ = neg_relu_moments(-3.0, 0.0)
+      >>> print(float(mean))
+      3.0
     """
     return _moments((-1,), mu, sigma)
 
@@ -323,6 +371,12 @@ def crelu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array
     References:
       Shang, Sohn, Almeida, Lee (2016). Understanding and Improving Convolutional Neural
       Networks via Concatenated Rectified Linear Units. ICML.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> mean, var = crelu_moments(jnp.array([2.0, -1.0]), jnp.zeros(2))
+      >>> print(mean, var)
+      [2. 0. 0. 1.] [0. 0. 0. 0.]
     """
     mean, var, neg_mean, neg_var = _moments((1, -1), mu, sigma)
     if mean.ndim == 0:

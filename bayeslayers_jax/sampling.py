@@ -100,10 +100,21 @@ def local_reparameterization(
         ``bias_mu`` means a deterministic bias).
 
     Returns:
-      A sample of shape ``(..., features)``.
+      A sample of shape ``(..., features)``. A NaN in any input gives NaN in every output it
+      feeds (the square root guards only the exact zero variance, see :func:`safe_sqrt`).
 
     References:
       Kingma, Salimans, Welling (2015). Variational Dropout and the Local Reparameterization Trick.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> x, w = jnp.ones((2, 3)), jnp.ones((3, 2))
+      >>> print(local_reparameterization(jax.random.key(0), x, w, jnp.zeros((3, 2))))
+      [[3. 3.]
+       [3. 3.]]
+      >>> y = local_reparameterization(jax.random.key(0), x, w, jnp.full((3, 2), jnp.nan))
+      >>> print(bool(jnp.isnan(y).all()))
+      True
     """
     _check_key(key)
     x = as_float_array("x", x)
