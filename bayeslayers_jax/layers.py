@@ -491,9 +491,11 @@ class BBBLinear(_BayesianLinearBase):
         W = \\mu_W + \\sigma_W \\odot \\varepsilon_W,\\quad b = \\mu_b + \\sigma_b \\odot
         \\varepsilon_b,\\quad y = x W + b,\\quad \\varepsilon \\sim \\mathcal N(0, I)
 
-    The key is split in two, ``(weight_key, bias_key) = jax.random.split(key)``, and the
-    weights are drawn with :func:`~bayeslayers_jax.sampling.sample_weights` in
-    ``param_dtype`` and then cast to ``dtype``. The sample is shared by the whole batch.
+    The weights and the bias are drawn in one call of
+    :func:`~bayeslayers_jax.sampling.sample_weights` with the key, the bias stacked as the
+    kernel's last row (``(in + 1, features)``; one bit-generator call per layer, measured
+    faster than a key split and two draws), in ``param_dtype`` and then cast to ``dtype``.
+    The sample is shared by the whole batch.
 
     Attributes:
         features: number of output features.
@@ -529,9 +531,17 @@ class BBBLinear(_BayesianLinearBase):
         if key is None:
             return self._mean_forward(x, params)
         w_std, b_std = self._stds(params)
-        w_key, b_key = jax.random.split(key)
-        w = sample_weights(w_key, params["weight_mu"], w_std)
-        b = sample_weights(b_key, params["bias_mu"], b_std) if self.use_bias else None
+        if self.use_bias:
+            # One draw for the weights and the bias (the bias as the kernel's last row):
+            # one bit-generator call per layer instead of a key split and two.
+            wb = sample_weights(
+                key,
+                jnp.concatenate([params["weight_mu"], params["bias_mu"][None]], axis=0),
+                jnp.concatenate([w_std, b_std[None]], axis=0),
+            )
+            w, b = wb[:-1], wb[-1]
+        else:
+            w, b = sample_weights(key, params["weight_mu"], w_std), None
         x, w, b = promote_dtype(x, w, b, dtype=self.dtype)
         return _dense(x, w, b)
 

@@ -68,7 +68,10 @@ def sample_weights(key: jax.Array, mu: jax.Array, std: jax.Array) -> jax.Array:
     mu, std = as_float_array("mu", mu), as_float_array("std", std)
     check_same_shape(mu=mu, std=std)
     dtype = jnp.result_type(mu, std)
-    eps = jax.random.normal(key, mu.shape, dtype)
+    # Non-partitionable threefry: one weight sample is replicated on every device anyway
+    # (nothing to shard), and on CPU this bit generator is 7-14% of a BBB train step faster.
+    with jax.threefry_partitionable(False):
+        eps = jax.random.normal(key, mu.shape, dtype)
     return mu.astype(dtype) + std.astype(dtype) * eps
 
 

@@ -109,9 +109,13 @@ def test_bbb_equals_pure_composition(use_softplus):
     key = jax.random.key(7)
     p = v["params"]
     std = (lambda r: np.log1p(np.exp(r))) if use_softplus else np.exp
-    wk, bk = jax.random.split(key)
-    w = sample_weights(wk, p["weight_mu"], std(np.asarray(p["weight_rho"])))
-    b = sample_weights(bk, p["bias_mu"], std(np.asarray(p["bias_rho"])))
+    # One draw: the bias is the kernel's last row.
+    wb = sample_weights(
+        key,
+        np.concatenate([p["weight_mu"], p["bias_mu"][None]]),
+        std(np.concatenate([p["weight_rho"], p["bias_rho"][None]])),
+    )
+    w, b = wb[:-1], wb[-1]
     expected = np.asarray(x) @ np.asarray(w) + np.asarray(b)[None, :]
     np.testing.assert_allclose(layer.apply(v, x, rng=key), expected, rtol=1e-13, atol=1e-13)
 
