@@ -155,6 +155,7 @@ class _Prepared(NamedTuple):
     phi: jax.Array  # phi(t)
     log_phi: jax.Array
     log_sigma: jax.Array
+    sigma_phi: jax.Array  # sigma phi(t), exactly 0 at sigma = 0
     tail: _TailRatios
 
 
@@ -167,7 +168,11 @@ def _prepare(mu, sigma) -> _Prepared:
     t = jnp.abs(a)
     log_phi = -0.5 * t * t - _LOG_SQRT_2PI
     phi = jnp.exp(log_phi)
-    return _Prepared(a, t, phi, log_phi, jnp.log(sigma), _tail_ratios(t, phi))
+    # sigma phi(t) (and sigma^2 phi(t) below) in log space: normal whenever the moments are,
+    # even where phi(t) alone underflows (large t, large sigma).
+    log_sigma = jnp.log(sigma)
+    sigma_phi = jnp.exp(log_sigma + log_phi)
+    return _Prepared(a, t, phi, log_phi, log_sigma, sigma_phi, _tail_ratios(t, phi))
 
 
 def _side_moments(pre: _Prepared, s: int, mu, sigma):
@@ -176,8 +181,7 @@ def _side_moments(pre: _Prepared, s: int, mu, sigma):
     lower = (pre.a < 0) if s > 0 else (pre.a > 0)
     # Lower side (a_s = -t): phi(t) times positive tail ratios, products with sigma in log
     # space, so nothing underflows before the result does (exactly 0 at sigma = 0).
-    sigma_phi = jnp.exp(pre.log_sigma + pre.log_phi)
-    lower_mean = sigma_phi * tail.g  # sigma h(-t)
+    lower_mean = pre.sigma_phi * tail.g  # sigma h(-t)
     lower_var = jnp.exp(2.0 * pre.log_sigma + pre.log_phi) * (tail.w - phi * tail.g * tail.g)
     # Upper side (a_s = t): h(t) = t + h(-t); the mean is |mu| once t is clipped. sigma
     # multiplies twice (never sigma**2 first), so the variance is finite whenever it is.
@@ -195,7 +199,7 @@ def _side_grads(pre: _Prepared, s: int, sigma):
     """
     t, phi, tail = pre.t, pre.phi, pre.tail
     lower = (pre.a < 0) if s > 0 else (pre.a > 0)
-    two_sigma_phi = jnp.exp(_LOG_2 + pre.log_sigma + pre.log_phi)
+    two_sigma_phi = jnp.exp(_LOG_2 + pre.log_sigma + pre.log_phi)  # normal even if sigma phi is not
     upper_tail = tail.mills * phi  # Phi(-t)
     h_plus = t + phi * tail.g
     lower_g = (
