@@ -619,7 +619,9 @@ class CLTLinear(_BayesianLinearBase):
         Args:
             mu: input means, features on the last axis.
             var: input variances of ``mu``'s shape, or ``None`` for a deterministic input
-                (input layer or MAP mode only).
+                (input layer or MAP mode only). A concrete negative entry raises
+                ``ValueError``; under ``jax.jit`` it is read as NaN (see
+                :func:`~bayeslayers_jax.clt.clt_linear_moments`). NaN propagates.
             map: MAP mode for this call (exclusive with the ``map`` field).
 
         Returns:
