@@ -22,12 +22,41 @@ Conventions (shared by every layer here):
 * ``map`` (maximum a posteriori: means only, no noise, never a key) is set on the module or
   at the call, like ``flax.linen.Dropout.deterministic``; when neither sets it the layer
   samples (the reference's default).
-* Sampling keys come from ``rngs={'sample': key}`` at ``apply`` (stream name set by
-  ``rng_collection``) or from ``rng=`` at the call. A sampling call with neither raises a
-  ``ValueError``; the layer never falls back to another stream. The same key gives the same
-  noise, which is the JAX form of the reference's ``manual_reset``. Only during ``init``
-  does a missing key not raise: the layer then returns its mean (MAP) output, because
-  ``init`` only needs the shapes.
+* Sampling keys come from ``rng=`` at the call or from ``rngs={'sample': key}`` at
+  ``apply`` (stream name set by ``rng_collection``), and the two give different noise for
+  the same ``key``:
+
+  - ``rng=key`` uses ``key`` itself: :class:`BBBLinear` draws its weights with
+    ``sample_weights`` from ``jax.random.split(key)`` (weight key, bias key) and
+    :class:`LRLinear` calls ``local_reparameterization(key, ...)``, so the pure functions
+    reproduce the layer exactly;
+  - the stream uses ``self.make_rng('sample')``: the key Flax derives from ``key``, the
+    layer's path in the model and the number of keys already drawn from that stream in this
+    ``apply``. So every layer of a model gets its own noise from one ``key``, and a layer
+    applied alone with ``rngs={'sample': key}`` gives the noise of ``rng=k`` with ``k`` the
+    key a top-level module's ``make_rng('sample')`` returns for ``key``.
+
+  Either way the same key (and, for the stream, the same model) gives the same noise,
+  which is the JAX form of the reference's ``manual_reset``; a new key
+  (``jax.random.split``) gives a fresh draw. A sampling call with neither raises a
+  ``ValueError``; the layer never falls back to another stream. Only during ``init`` does
+  a missing key not raise: the layer then returns its mean (MAP) output, because ``init``
+  only needs the shapes.
+
+Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayeslayers_jax import LRLinear
+    >>> x = jnp.ones((2, 3))
+    >>> layer = LRLinear(4)
+    >>> variables = layer.init(jax.random.key(0), x)
+    >>> key = jax.random.key(1)
+    >>> y = layer.apply(variables, x, rng=key)
+    >>> y.shape
+    (2, 4)
+    >>> bool(jnp.all(y == layer.apply(variables, x, rng=key)))  # same key, same noise
+    True
+    >>> bool(jnp.all(y == layer.apply(variables, x, rngs={'sample': key})))  # derived key
+    False
 """
 
 from __future__ import annotations
@@ -411,7 +440,13 @@ class _BayesianLinearBase(nn.Module):
         return bool(nn.merge_param("map", self.map, map))
 
     def _key(self, rng: Array | None) -> Array | None:
-        """The sampling key: ``rng`` or the module's stream; ``None`` only while initializing."""
+        """The sampling key; ``None`` only while initializing without one.
+
+        ``rng`` itself when given (never altered, so the pure functions reproduce the
+        layer); else ``self.make_rng(self.rng_collection)``, the key Flax derives for this
+        layer from the stream (different per layer and per draw, reproducible for the same
+        stream key). See the module docstring.
+        """
         if rng is not None:
             return rng
         if self.has_rng(self.rng_collection):

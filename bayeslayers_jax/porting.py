@@ -180,6 +180,23 @@ def port_objectrl_layer(
         TypeError: ``state_dict`` is not a mapping with ``str`` keys, ``layer`` is not one of
             the Bayesian layers, or an entry is not numeric.
         ValueError: missing or unexpected keys, a shape mismatch, or a prior std <= 0.
+
+    Examples:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from bayeslayers_jax import LRLinear, port_objectrl_layer
+        >>> sd = {"weight_mu": np.ones((2, 3)), "weight_rho": np.full((2, 3), -3.0),
+        ...       "bias_mu": np.zeros(2), "bias_rho": np.full(2, -3.0),
+        ...       "prior_mean": np.zeros(1), "prior_std": np.ones(1)}  # PyTorch: (out, in)
+        >>> layer = LRLinear(2)
+        >>> variables = port_objectrl_layer(sd, layer)
+        >>> variables["params"]["weight_mu"].shape  # Flax: (in, out)
+        (3, 2)
+        >>> print(layer.apply(variables, jnp.ones((1, 3)), map=True))
+        [[3. 3.]]
+        >>> port_objectrl_layer(list(sd.items()), layer)
+        Traceback (most recent call last):
+        ...
+        TypeError: state_dict must be a dict of arrays keyed by name (e.g. {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}), got list
     """
     _check_state_dict(state_dict)
     if not isinstance(layer, _LAYER_CLASSES):
@@ -222,6 +239,24 @@ def port_objectrl_mlp(state_dict: Mapping[str, Any], model: BayesianMLP) -> dict
         ValueError: malformed or inconsistent keys, two keys for one entry (``model.0.x``
             and ``model.00.x`` both parse to index 0), wrong number of layers, missing or
             unexpected entries, or a shape mismatch.
+
+    Examples:
+        ObjectRL's ``BayesianMLP(dim_in=3, dim_out=1, depth=2, width=4)`` of ``'lr'`` layers
+        holds ``model.0.*`` and ``model.2.*`` (``model.1`` is the ReLU):
+
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from bayeslayers_jax import BayesianMLP, port_objectrl_mlp
+        >>> def objectrl_layer(n_in, n_out):
+        ...     return {"weight_mu": np.full((n_out, n_in), 0.5), "weight_rho": np.full((n_out, n_in), -5.0),
+        ...             "bias_mu": np.zeros(n_out), "bias_rho": np.full(n_out, -5.0)}
+        >>> sd = {f"model.{i}.{k}": a for i, layer in ((0, objectrl_layer(3, 4)), (2, objectrl_layer(4, 1)))
+        ...       for k, a in layer.items()}
+        >>> model = BayesianMLP((4, 1), layer_type="lr")
+        >>> variables = port_objectrl_mlp(sd, model)
+        >>> sorted(variables["params"]), variables["params"]["layers_0"]["weight_mu"].shape
+        (['layers_0', 'layers_1'], (3, 4))
+        >>> print(model.apply(variables, jnp.ones((1, 3)), map=True))  # 4 * 0.5 * (3 * 0.5)
+        [[3.]]
     """
     _check_state_dict(state_dict)
     if not isinstance(model, BayesianMLP):
