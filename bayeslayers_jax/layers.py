@@ -115,6 +115,12 @@ def crelu(x: Array) -> Array:
     References:
         Shang et al., "Understanding and Improving Convolutional Neural Networks via
         Concatenated Rectified Linear Units", ICML 2016.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from bayeslayers_jax import crelu
+        >>> print(crelu(jnp.array([[1.0, -2.0]])))
+        [[1. 0. 0. 2.]]
     """
     return jnp.concatenate([jax.nn.relu(x), jax.nn.relu(-x)], axis=-1)
 
@@ -130,6 +136,21 @@ def total_kl(kl_collection: Any) -> Array:
 
     Returns:
         The scalar sum of all leaves (``0.0`` for an empty tree, e.g. a ``'cltdet'`` model).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BayesianMLP, BBBLinear, total_kl
+        >>> model = BayesianMLP((4, 1), layer_type="bbb")
+        >>> x = jnp.ones((2, 3))
+        >>> variables = model.init(jax.random.key(0), x)
+        >>> y, state = model.apply(variables, x, map=True, mutable=["kl"])
+        >>> sorted(state["kl"])  # one KL per layer
+        ['layers_0', 'layers_1']
+        >>> def layer_kl(name, features):
+        ...     own = {c: variables[c][name] for c in ("params", "prior")}
+        ...     return BBBLinear(features).apply(own, method="kl")
+        >>> bool(jnp.allclose(total_kl(state), layer_kl("layers_0", 4) + layer_kl("layers_1", 1)))
+        True
     """
     leaves = jax.tree_util.tree_leaves(kl_collection)
     if not leaves:
@@ -164,6 +185,19 @@ def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dic
     Raises:
         ValueError: unknown layer or entry, a shape that matches neither a scalar nor the
             entry, or a std that is not finite and > 0.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BayesianMLP, update_prior
+        >>> model = BayesianMLP((4, 1), layer_type="lr")
+        >>> variables = model.init(jax.random.key(0), jnp.ones((2, 3)))
+        >>> new = update_prior(variables, "layers_1", weight_std=0.5)
+        >>> float(new["prior"]["layers_1"]["weight_std"]), float(variables["prior"]["layers_1"]["weight_std"])
+        (0.5, 1.0)
+        >>> update_prior(variables, "layers_1", weight_std=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: weight_std must be finite and > 0 everywhere, got 0.0
     """
     if "prior" not in variables:
         raise ValueError("variables have no 'prior' collection (CLTLinearDet layers have no prior)")
@@ -544,6 +578,22 @@ class BBBLinear(_BayesianLinearBase):
 
     References:
         Blundell et al., "Weight Uncertainty in Neural Networks", ICML 2015.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BBBLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = BBBLinear(2)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> variables["params"]["weight_mu"].shape, variables["params"]["bias_rho"].shape
+        ((3, 2), (2,))
+        >>> y = layer.apply(variables, x, rng=jax.random.key(1))
+        >>> bool(jnp.all(y == y[0]))  # one weight sample for the whole batch
+        True
+        >>> layer.apply(variables, x, map=True).shape  # means only, no key
+        (5, 2)
+        >>> bool(layer.apply(variables, method="kl") > 0)
+        True
     """
 
     @nn.compact
@@ -583,6 +633,19 @@ class LRLinear(_BayesianLinearBase):
     References:
         Kingma, Salimans and Welling, "Variational Dropout and the Local Reparameterization
         Trick", NeurIPS 2015.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import LRLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = LRLinear(2)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> y = layer.apply(variables, x, rngs={"sample": jax.random.key(1)})
+        >>> y.shape, bool(jnp.all(y == y[0]))  # independent noise per example
+        ((5, 2), False)
+        >>> w_std, b_std = layer.apply(variables, method="std")
+        >>> print(round(float(w_std[0, 0]), 5))  # exp(-4.6)
+        0.01005
     """
 
     @nn.compact
@@ -622,6 +685,21 @@ class CLTLinear(_BayesianLinearBase):
         Wu et al., "Deterministic Variational Inference for Robust Bayesian Neural
         Networks", ICLR 2019. Haussmann et al., "Sampling-free variational inference of
         Bayesian neural networks by variance backpropagation", UAI 2019.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import CLTLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = CLTLinear(2, act="crelu", is_input=True)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> mean, var = layer.apply(variables, x)  # no key: nothing is sampled
+        >>> mean.shape, bool(jnp.all(var >= 0))  # CReLU doubles the width
+        ((5, 4), True)
+        >>> hidden = CLTLinear(2)  # not the input layer: needs the input variance
+        >>> v = hidden.init(jax.random.key(0), x)
+        >>> mean, var = hidden.apply(v, x, jnp.full((5, 3), 0.1))
+        >>> mean.shape, var.shape
+        ((5, 2), (5, 2))
     """
 
     act: str = "relu"
@@ -693,6 +771,21 @@ class CLTLinearDet(CLTLinear):
     ``(mean, None)``. It has no std parameters, no prior and no KL: :meth:`std`,
     :meth:`var` and :meth:`kl` raise ``ValueError`` and nothing is sown into ``'kl'``. The
     prior and ``use_softplus`` fields exist for signature parity and are unused.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import CLTLinearDet
+        >>> x = jnp.ones((5, 3))
+        >>> layer = CLTLinearDet(2, is_output=True)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> sorted(variables["params"])
+        ['bias_mu', 'weight_mu']
+        >>> mean, var = layer.apply(variables, x)  # a deterministic input stays deterministic
+        >>> mean.shape, var
+        ((5, 2), None)
+        >>> mean, var = layer.apply(variables, x, jnp.full((5, 3), 0.1))
+        >>> var.shape
+        (5, 2)
     """
 
     _has_std = False
