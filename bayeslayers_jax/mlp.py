@@ -74,11 +74,6 @@ class BayesianMLP(nn.Module):
         >>> (mean, var), state = model.apply(variables, x, mutable=["kl"])
         >>> mean.shape, bool(jnp.all(var > 0)), bool(total_kl(state) > 0)
         ((5, 1), True, True)
-        >>> lr = BayesianMLP((8, 1), layer_type="lr")
-        >>> v = lr.init(jax.random.key(0), x)
-        >>> y = lr.apply(v, x, rng=jax.random.key(1))  # one key, split into one per layer
-        >>> y.shape, bool(jnp.all(y == lr.apply(v, x, rng=jax.random.key(1))))
-        ((5, 1), True)
     """
 
     features: Sequence[int]

@@ -173,7 +173,9 @@ def test_each_type_trains_with_optax(layer_type):
 
 
 # ------------------------------------------------------------ transformations
-@pytest.mark.parametrize("layer_type", ["bbb", "clt"])  # every layer type: tests/test_layers.py
+@pytest.mark.parametrize(  # every layer type: tests/test_layers.py; bbb takes about 10 s of CPU
+    "layer_type", [pytest.param("bbb", marks=pytest.mark.slow), "clt"]
+)
 def test_mlp_jit_vmap_grad(layer_type):
     x = _x()
     model = BayesianMLP((6, 2), layer_type=layer_type, param_dtype=F64)
