@@ -1,7 +1,8 @@
 """Every code block of ``README.md`` is true as written.
 
-* Each ```` ```python ```` block runs, as written, in a fresh namespace (blocks never depend on
-  each other, so a reader can copy any one of them), under JAX's default configuration
+* Each ```` ```python ```` block runs, as written, in a fresh namespace named ``__main__``
+  (blocks never depend on each other, so a reader can copy any one of them into a script),
+  under JAX's default configuration
   (float32; the ``default_jax_config`` fixture of the root ``conftest.py``), with warnings as
   errors, in an empty temporary working directory. A block that imports one of
   :data:`OPTIONAL_MODULES` (never dependencies of the package) is skipped where that module
@@ -84,7 +85,7 @@ def test_python_block_runs(block, default_jax_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = compile(block["code"], f"README.md (block at line {block['line']})", "exec")
     try:
-        exec(code, {"__name__": "__readme__"})
+        exec(code, {"__name__": "__main__"})  # as if pasted into a script and run
     except ModuleNotFoundError as err:
         top = (err.name or "").split(".")[0]
         if top in OPTIONAL_MODULES:
