@@ -27,8 +27,15 @@ Modelling choices (and why):
 The run prints one table row per method: test NLL (per point, original units), RMSE, the
 coverage of the 95% predictive interval (``mean +- 1.96 * sqrt(total variance)``) inside the
 training range ``[-4, 4]`` and outside it (``[-6, -4) U (4, 6]``), and the training time per
-step; it writes ``demo.png`` (predictive mean, epistemic and total 95% bands of each method),
-``results.md`` (the table) and ``results.json`` into ``--out``.
+step; it writes ``results.md`` (the table), ``results.json`` and ``demo.png`` into ``--out``
+and closes with a line listing those files. ``demo.png`` has one column per method: on top
+the data, the truth, the predictive mean and the 95% bands (total, i.e. epistemic plus
+observation noise, and epistemic alone), with the region outside the training range shaded;
+below, the half-widths of both bands on a log scale with the noise's alone, so the total band
+can be told from the epistemic one even where the latter is much wider than the noise.
+
+Importing this module has no side effects and compiles nothing; matplotlib is imported
+only when the PNG is written.
 
 References:
   Hernandez-Lobato & Adams 2015, "Probabilistic Backpropagation for Scalable Learning of
@@ -79,6 +86,15 @@ def make_toy_data(seed, num_train=NUM_TRAIN, num_test=1000):
       dict with ``x_train``/``y_train`` (``x ~ U[-4, 4]``), ``x_in``/``y_in`` (``num_test``
       test points in ``[-4, 4]``) and ``x_out``/``y_out`` (``num_test`` in
       ``[-6, -4) U (4, 6]``); ``y = x**3 + N(0, 3**2)`` everywhere.
+
+    Examples:
+      >>> import numpy as np
+      >>> from bayeslayers_jax.demo import make_toy_data
+      >>> data = make_toy_data(0, num_test=5)
+      >>> sorted(data), data["x_train"].shape, data["x_out"].dtype
+      (['x_in', 'x_out', 'x_train', 'y_in', 'y_out', 'y_train'], (20, 1), dtype('float32'))
+      >>> bool(np.all((np.abs(data["x_out"]) > 4) & (np.abs(data["x_out"]) <= 6)))
+      True
     """
     rng = np.random.default_rng(seed)
     data = {
@@ -168,33 +184,70 @@ def train_model(model, variables, x, y, *, steps, key, noise_var, map=False, lea
     return {**others, "params": carry[0]}, np.concatenate(losses), seconds_per_step
 
 
+_BLUE, _ORANGE = "#9ecae1", "#fdae6b"  # light fills of the C0 / C1 line colors
+
+
 def _plot(results, data, scaled, out_path):
+    """Two rows of panels, one column per method.
+
+    Top: data, truth, predictive mean and the 95% bands (total and epistemic). Bottom: the
+    half-widths of both bands on a log scale, with the observation noise's alone: where the
+    epistemic band is wide the total band hugs it (noise of +-5.9 on a +-250 axis), and
+    the bottom row shows the difference everywhere.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.6), sharey=True)
-    axes = np.atleast_1d(axes)
+    n = len(results)
+    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 6.6), sharex=True, sharey="row",
+                             gridspec_kw={"height_ratios": (3, 2)}, squeeze=False)
     grid = scaled["grid"]
-    for ax, (name, res) in zip(axes, results.items()):
+    noise = 1.96 * NOISE_STD
+    for k, (name, res) in enumerate(results.items()):
+        top, bottom = axes[0, k], axes[1, k]
         mean, epi, total = res["curve_mean"], res["curve_epistemic_std"], res["curve_total_std"]
-        ax.fill_between(grid, mean - 1.96 * total, mean + 1.96 * total, color="C0", alpha=0.2,
-                        label="95% total")
-        ax.fill_between(grid, mean - 1.96 * epi, mean + 1.96 * epi, color="C0", alpha=0.4,
-                        label="95% epistemic")
-        ax.plot(grid, grid**3, "k--", lw=1, label="$x^3$")
-        ax.plot(grid, mean, "C0", lw=1.5, label="predictive mean")
-        ax.plot(data["x_train"][:, 0], data["y_train"][:, 0], "r.", ms=6, label="training data")
-        ax.axvspan(-6, -4, color="0.9", zorder=0)
-        ax.axvspan(4, 6, color="0.9", zorder=0)
-        ax.set_xlim(-6, 6)
-        ax.set_ylim(-250, 250)
-        ax.set_title(f"{name}  (test NLL {res['nll']:.2f})")
-        ax.set_xlabel("x")
-    axes[0].set_ylabel("y")
-    axes[0].legend(loc="upper left", fontsize=7)
-    fig.tight_layout()
+        for ax in (top, bottom):
+            ax.axvspan(-6, -4, color="0.9", zorder=0, label="outside the training range")
+            ax.axvspan(4, 6, color="0.9", zorder=0)
+        # Opaque bands, epistemic drawn over total: the orange rim is what the noise adds.
+        top.fill_between(grid, mean - 1.96 * total, mean + 1.96 * total, color=_ORANGE, lw=0,
+                         label="95% total (epistemic + noise)")
+        top.fill_between(grid, mean - 1.96 * epi, mean + 1.96 * epi, color=_BLUE, lw=0,
+                         label="95% epistemic")
+        top.plot(grid, grid**3, "k--", lw=1, label="truth $x^3$")
+        top.plot(grid, mean, "C0", lw=1.5, label="predictive mean")
+        top.plot(data["x_train"][:, 0], data["y_train"][:, 0], "r.", ms=6, label="training data")
+        top.set_ylim(-250, 250)
+        top.set_title(f"{name}  (test NLL {res['nll']:.2f})")
+        bottom.plot(grid, 1.96 * total, "C1", lw=2, label="total band half-width")
+        if np.any(epi > 0):
+            bottom.plot(grid, 1.96 * epi, "C0", lw=1.5, label="epistemic band half-width")
+        else:
+            bottom.text(0.5, 0.5, "MAP: no epistemic band", transform=bottom.transAxes,
+                        ha="center", va="center", fontsize=8)
+        bottom.axhline(noise, color="k", ls=":", lw=1, label=f"noise alone (1.96 x {NOISE_STD:g})")
+        bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(ScalarFormatter())
+        bottom.yaxis.set_minor_locator(NullLocator())
+        bottom.set_xlim(-6, 6)
+        bottom.set_xlabel("x")
+    axes[0, 0].set_ylabel("y")
+    axes[1, 0].set_ylabel("95% band half-width (log)")
+    low, high = axes[1, 0].get_ylim()
+    ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000) if low <= t <= high]
+    axes[1, 0].yaxis.set_major_locator(FixedLocator(ticks))
+    # One legend for the figure, from the last (Bayesian) column, which has every element.
+    handles, labels = [], []
+    for ax in axes[:, -1]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
 
@@ -220,6 +273,17 @@ def run_demo(steps=3000, out_dir="demo_output", seed=0, *, methods=tuple(METHODS
       dict: method name -> dict with ``nll``, ``rmse``, ``coverage_in``, ``coverage_out``,
       ``seconds_per_step``, ``initial_loss``, ``final_loss`` (floats), ``losses`` and the plotted curves (NumPy
       arrays); plus the key ``'_table'`` holding the formatted table (str).
+
+    Examples:
+      A tiny run (a few seconds; the real demo uses the defaults):
+
+      >>> from bayeslayers_jax.demo import run_demo
+      >>> res = run_demo(steps=20, out_dir=None, methods=("CLT",), hidden=8, num_test=20,
+      ...                verbose=False)
+      >>> sorted(k for k in res if not k.startswith("_"))
+      ['CLT']
+      >>> res["CLT"]["final_loss"] < res["CLT"]["initial_loss"]
+      True
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -285,24 +349,40 @@ def run_demo(steps=3000, out_dir="demo_output", seed=0, *, methods=tuple(METHODS
         print(table, flush=True)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "results.md"), "w") as f:
+        written = []
+        path = os.path.join(out_dir, "results.md")
+        with open(path, "w") as f:
             f.write(table + "\n")
+        written.append(path)
         summary = {
             name: {k: v for k, v in res.items() if isinstance(v, float)} for name, res in results.items()
         }
-        with open(os.path.join(out_dir, "results.json"), "w") as f:
+        path = os.path.join(out_dir, "results.json")
+        with open(path, "w") as f:
             json.dump({"steps": steps, "seed": seed, "methods": summary}, f, indent=2)
+        written.append(path)
         if plot:
-            png = os.path.join(out_dir, "demo.png")
-            _plot(results, data, scaled, png)
-            if verbose:
-                print(f"wrote {png}, {os.path.join(out_dir, 'results.md')}", flush=True)
+            path = os.path.join(out_dir, "demo.png")
+            _plot(results, data, scaled, path)
+            written.append(path)
+        if verbose:
+            print(f"wrote {', '.join(written)}", flush=True)
     results["_table"] = table
     return results
 
 
 def format_table(results):
-    """The results as a Markdown table (one row per method)."""
+    """The results as a Markdown table (one row per method).
+
+    Examples:
+      >>> from bayeslayers_jax.demo import format_table
+      >>> row = {"nll": 3.06, "rmse": 5.85, "coverage_in": 0.979, "coverage_out": 0.18,
+      ...        "seconds_per_step": 7.9e-5}
+      >>> print(format_table({"CLT": row, "_table": "skipped"}))
+      | method | test NLL | RMSE | 95% coverage in [-4,4] | 95% coverage outside | ms/step |
+      |---|---:|---:|---:|---:|---:|
+      | CLT | 3.06 | 5.85 | 0.979 | 0.180 | 0.079 |
+    """
     lines = [
         "| method | test NLL | RMSE | 95% coverage in [-4,4] | 95% coverage outside | ms/step |",
         "|---|---:|---:|---:|---:|---:|",

@@ -35,6 +35,18 @@ def normal_pdf(x: jax.Array, mu: jax.Array | float = 0.0, sigma: jax.Array | flo
 
     Returns:
       The density, of the broadcast shape.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from bayeslayers_jax import normal_pdf
+      >>> print(round(float(normal_pdf(0.0)), 4))  # 1 / sqrt(2 pi)
+      0.3989
+      >>> print(round(float(normal_pdf(1.0, mu=1.0, sigma=2.0)), 4))
+      0.1995
+      >>> normal_pdf(jnp.zeros((2, 3)), sigma=jnp.ones(3)).shape
+      (2, 3)
+      >>> normal_pdf(jnp.zeros(3)).dtype
+      dtype('float32')
     """
     z, sigma = _standardize(x, mu, sigma)
     return jnp.exp(-0.5 * z * z - _LOG_SQRT_2PI - jnp.log(sigma))
@@ -55,6 +67,15 @@ def normal_cdf(x: jax.Array, mu: jax.Array | float = 0.0, sigma: jax.Array | flo
 
     Returns:
       The probability ``P[X <= x]``, of the broadcast shape.
+
+    Examples:
+      >>> from bayeslayers_jax import normal_cdf
+      >>> print(float(normal_cdf(0.0)))
+      0.5
+      >>> print(round(float(normal_cdf(2.0, mu=1.0, sigma=0.5)), 4))  # z = 2
+      0.9772
+      >>> print(f"{float(normal_cdf(-10.0)):.4e}")  # the lower tail keeps its digits
+      7.6199e-24
     """
     z, _ = _standardize(x, mu, sigma)
     return ndtr(z)

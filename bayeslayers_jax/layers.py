@@ -22,12 +22,41 @@ Conventions (shared by every layer here):
 * ``map`` (maximum a posteriori: means only, no noise, never a key) is set on the module or
   at the call, like ``flax.linen.Dropout.deterministic``; when neither sets it the layer
   samples (the reference's default).
-* Sampling keys come from ``rngs={'sample': key}`` at ``apply`` (stream name set by
-  ``rng_collection``) or from ``rng=`` at the call. A sampling call with neither raises a
-  ``ValueError``; the layer never falls back to another stream. The same key gives the same
-  noise, which is the JAX form of the reference's ``manual_reset``. Only during ``init``
-  does a missing key not raise: the layer then returns its mean (MAP) output, because
-  ``init`` only needs the shapes.
+* Sampling keys come from ``rng=`` at the call or from ``rngs={'sample': key}`` at
+  ``apply`` (stream name set by ``rng_collection``), and the two give different noise for
+  the same ``key``:
+
+  - ``rng=key`` uses ``key`` itself: :class:`BBBLinear` draws its weights with
+    ``sample_weights`` from ``jax.random.split(key)`` (weight key, bias key) and
+    :class:`LRLinear` calls ``local_reparameterization(key, ...)``, so the pure functions
+    reproduce the layer exactly;
+  - the stream uses ``self.make_rng('sample')``: the key Flax derives from ``key``, the
+    layer's path in the model and the number of keys already drawn from that stream in this
+    ``apply``. So every layer of a model gets its own noise from one ``key``, and a layer
+    applied alone with ``rngs={'sample': key}`` gives the noise of ``rng=k`` with ``k`` the
+    key a top-level module's ``make_rng('sample')`` returns for ``key``.
+
+  Either way the same key (and, for the stream, the same model) gives the same noise,
+  which is the JAX form of the reference's ``manual_reset``; a new key
+  (``jax.random.split``) gives a fresh draw. A sampling call with neither raises a
+  ``ValueError``; the layer never falls back to another stream. Only during ``init`` does
+  a missing key not raise: the layer then returns its mean (MAP) output, because ``init``
+  only needs the shapes.
+
+Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from bayeslayers_jax import LRLinear
+    >>> x = jnp.ones((2, 3))
+    >>> layer = LRLinear(4)
+    >>> variables = layer.init(jax.random.key(0), x)
+    >>> key = jax.random.key(1)
+    >>> y = layer.apply(variables, x, rng=key)
+    >>> y.shape
+    (2, 4)
+    >>> bool(jnp.all(y == layer.apply(variables, x, rng=key)))  # same key, same noise
+    True
+    >>> bool(jnp.all(y == layer.apply(variables, x, rngs={'sample': key})))  # derived key
+    False
 """
 
 from __future__ import annotations
@@ -87,6 +116,12 @@ def crelu(x: Array) -> Array:
     References:
         Shang et al., "Understanding and Improving Convolutional Neural Networks via
         Concatenated Rectified Linear Units", ICML 2016.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from bayeslayers_jax import crelu
+        >>> print(crelu(jnp.array([[1.0, -2.0]])))
+        [[1. 0. 0. 2.]]
     """
     return jnp.concatenate([jax.nn.relu(x), jax.nn.relu(-x)], axis=-1)
 
@@ -102,6 +137,21 @@ def total_kl(kl_collection: Any) -> Array:
 
     Returns:
         The scalar sum of all leaves (``0.0`` for an empty tree, e.g. a ``'cltdet'`` model).
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BayesianMLP, BBBLinear, total_kl
+        >>> model = BayesianMLP((4, 1), layer_type="bbb")
+        >>> x = jnp.ones((2, 3))
+        >>> variables = model.init(jax.random.key(0), x)
+        >>> y, state = model.apply(variables, x, map=True, mutable=["kl"])
+        >>> sorted(state["kl"])  # one KL per layer
+        ['layers_0', 'layers_1']
+        >>> def layer_kl(name, features):
+        ...     own = {c: variables[c][name] for c in ("params", "prior")}
+        ...     return BBBLinear(features).apply(own, method="kl")
+        >>> bool(jnp.allclose(total_kl(state), layer_kl("layers_0", 4) + layer_kl("layers_1", 1)))
+        True
     """
     leaves = jax.tree_util.tree_leaves(kl_collection)
     if not leaves:
@@ -136,6 +186,19 @@ def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dic
     Raises:
         ValueError: unknown layer or entry, a shape that matches neither a scalar nor the
             entry, or a std that is not finite and > 0.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BayesianMLP, update_prior
+        >>> model = BayesianMLP((4, 1), layer_type="lr")
+        >>> variables = model.init(jax.random.key(0), jnp.ones((2, 3)))
+        >>> new = update_prior(variables, "layers_1", weight_std=0.5)
+        >>> float(new["prior"]["layers_1"]["weight_std"]), float(variables["prior"]["layers_1"]["weight_std"])
+        (0.5, 1.0)
+        >>> update_prior(variables, "layers_1", weight_std=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: weight_std must be finite and > 0 everywhere, got 0.0
     """
     if "prior" not in variables:
         raise ValueError("variables have no 'prior' collection (CLTLinearDet layers have no prior)")
@@ -411,7 +474,13 @@ class _BayesianLinearBase(nn.Module):
         return bool(nn.merge_param("map", self.map, map))
 
     def _key(self, rng: Array | None) -> Array | None:
-        """The sampling key: ``rng`` or the module's stream; ``None`` only while initializing."""
+        """The sampling key; ``None`` only while initializing without one.
+
+        ``rng`` itself when given (never altered, so the pure functions reproduce the
+        layer); else ``self.make_rng(self.rng_collection)``, the key Flax derives for this
+        layer from the stream (different per layer and per draw, reproducible for the same
+        stream key). See the module docstring.
+        """
         if rng is not None:
             return rng
         if self.has_rng(self.rng_collection):
@@ -513,6 +582,22 @@ class BBBLinear(_BayesianLinearBase):
 
     References:
         Blundell et al., "Weight Uncertainty in Neural Networks", ICML 2015.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BBBLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = BBBLinear(2)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> variables["params"]["weight_mu"].shape, variables["params"]["bias_rho"].shape
+        ((3, 2), (2,))
+        >>> y = layer.apply(variables, x, rng=jax.random.key(1))
+        >>> bool(jnp.all(y == y[0]))  # one weight sample for the whole batch
+        True
+        >>> layer.apply(variables, x, map=True).shape  # means only, no key
+        (5, 2)
+        >>> bool(layer.apply(variables, method="kl") > 0)
+        True
     """
 
     @nn.compact
@@ -560,6 +645,19 @@ class LRLinear(_BayesianLinearBase):
     References:
         Kingma, Salimans and Welling, "Variational Dropout and the Local Reparameterization
         Trick", NeurIPS 2015.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import LRLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = LRLinear(2)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> y = layer.apply(variables, x, rngs={"sample": jax.random.key(1)})
+        >>> y.shape, bool(jnp.all(y == y[0]))  # independent noise per example
+        ((5, 2), False)
+        >>> w_std, b_std = layer.apply(variables, method="std")
+        >>> print(round(float(w_std[0, 0]), 5))  # exp(-4.6)
+        0.01005
     """
 
     @nn.compact
@@ -599,6 +697,21 @@ class CLTLinear(_BayesianLinearBase):
         Wu et al., "Deterministic Variational Inference for Robust Bayesian Neural
         Networks", ICLR 2019. Haussmann et al., "Sampling-free variational inference of
         Bayesian neural networks by variance backpropagation", UAI 2019.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import CLTLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = CLTLinear(2, act="crelu", is_input=True)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> mean, var = layer.apply(variables, x)  # no key: nothing is sampled
+        >>> mean.shape, bool(jnp.all(var >= 0))  # CReLU doubles the width
+        ((5, 4), True)
+        >>> hidden = CLTLinear(2)  # not the input layer: needs the input variance
+        >>> v = hidden.init(jax.random.key(0), x)
+        >>> mean, var = hidden.apply(v, x, jnp.full((5, 3), 0.1))
+        >>> mean.shape, var.shape
+        ((5, 2), (5, 2))
     """
 
     act: str = "relu"
@@ -672,6 +785,21 @@ class CLTLinearDet(CLTLinear):
     ``(mean, None)``. It has no std parameters, no prior and no KL: :meth:`std`,
     :meth:`var` and :meth:`kl` raise ``ValueError`` and nothing is sown into ``'kl'``. The
     prior and ``use_softplus`` fields exist for signature parity and are unused.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import CLTLinearDet
+        >>> x = jnp.ones((5, 3))
+        >>> layer = CLTLinearDet(2, is_output=True)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> sorted(variables["params"])
+        ['bias_mu', 'weight_mu']
+        >>> mean, var = layer.apply(variables, x)  # a deterministic input stays deterministic
+        >>> mean.shape, var
+        ((5, 2), None)
+        >>> mean, var = layer.apply(variables, x, jnp.full((5, 3), 0.1))
+        >>> var.shape
+        (5, 2)
     """
 
     _has_std = False

@@ -62,6 +62,18 @@ class BayesianMLP(nn.Module):
         :class:`~bayeslayers_jax.layers.BBBLinear`); a weight-shaped prior is not possible
         here because the layers differ in shape: replace the ``'prior'`` subtree instead.
         map: MAP mode; may instead be given at the call.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BayesianMLP, total_kl
+        >>> x = jnp.ones((5, 2))
+        >>> model = BayesianMLP((8, 1), layer_type="clt", act="crelu")
+        >>> variables = model.init(jax.random.key(0), x)
+        >>> variables["params"]["layers_1"]["weight_mu"].shape  # CReLU doubled the width
+        (16, 1)
+        >>> (mean, var), state = model.apply(variables, x, mutable=["kl"])
+        >>> mean.shape, bool(jnp.all(var > 0)), bool(total_kl(state) > 0)
+        ((5, 1), True, True)
     """
 
     features: Sequence[int]
@@ -112,11 +124,24 @@ class BayesianMLP(nn.Module):
 
     @property
     def is_clt(self) -> bool:
-        """Whether the layers propagate ``(mean, var)`` (``'clt'`` or ``'cltdet'``)."""
+        """Whether the layers propagate ``(mean, var)`` (``'clt'`` or ``'cltdet'``).
+
+        Examples:
+            >>> from bayeslayers_jax import BayesianMLP
+            >>> BayesianMLP((1,), layer_type="cltdet").is_clt, BayesianMLP((1,)).is_clt
+            (True, False)
+        """
         return self.layer_type in ("clt", "cltdet")
 
     def layer_kwargs(self, index: int) -> dict[str, Any]:
-        """Constructor arguments of layer ``index`` (``features`` included)."""
+        """Constructor arguments of layer ``index`` (``features`` included).
+
+        Examples:
+            >>> from bayeslayers_jax import BayesianMLP
+            >>> kwargs = BayesianMLP((8, 8, 1), layer_type="clt").layer_kwargs(2)
+            >>> kwargs["features"], kwargs["is_input"], kwargs["is_output"]
+            (1, False, True)
+        """
         n = len(self.features)
         if not 0 <= index < n:
             raise ValueError(f"index must be in [0, {n}), got {index}")

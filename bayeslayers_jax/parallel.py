@@ -65,6 +65,13 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "ba
 
     Returns:
       A :class:`jax.sharding.Mesh` of shape ``(len(devices),)``.
+
+    Examples:
+      >>> import jax
+      >>> from bayeslayers_jax import batch_mesh
+      >>> mesh = batch_mesh()
+      >>> mesh.axis_names, mesh.size == len(jax.devices())
+      (('batch',), True)
     """
     devices = jax.devices() if devices is None else list(devices)
     if len(devices) == 0:
@@ -73,7 +80,15 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "ba
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Places every leaf of ``tree`` on every device of ``mesh`` (``NamedSharding(mesh, P())``)."""
+    """Places every leaf of ``tree`` on every device of ``mesh`` (``NamedSharding(mesh, P())``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from bayeslayers_jax import batch_mesh, replicate
+      >>> params = replicate({"w": jnp.zeros((3, 2))}, batch_mesh())
+      >>> params["w"].sharding.is_fully_replicated
+      True
+    """
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
@@ -91,6 +106,18 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str | None = None) -> Any:
     Raises:
       ValueError: if a leaf is a scalar or its batch size is not divisible by the number of
         devices on the axis.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import batch_mesh, shard_batch
+      >>> mesh = batch_mesh()
+      >>> x, y = shard_batch((jnp.ones((8, 3)), jnp.zeros((8, 1))), mesh)
+      >>> x.shape, len(x.addressable_shards) == len(jax.devices())
+      ((8, 3), True)
+      >>> shard_batch(jnp.float32(1.0), mesh)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: batch leaf (root) has shape (): its first (batch) axis must be divisible by the ... devices of mesh axis 'batch'
     """
     axis_name = _axis(mesh, axis_name)
     num = mesh.shape[axis_name]
@@ -128,6 +155,24 @@ def train_step(
     Returns:
       ``step(params, opt_state, batch, key) -> (params, opt_state, loss)`` (``loss`` is
       ``(loss, aux)`` with ``has_aux``).
+
+    Examples:
+      Least squares for ``y = 2 x`` (any ``loss_fn(params, batch, key)`` works the same way):
+
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from bayeslayers_jax import train_step
+      >>> def loss_fn(params, batch, key):
+      ...     x, y = batch
+      ...     return jnp.mean((params["w"] * x - y) ** 2)
+      >>> optimizer = optax.sgd(0.1)
+      >>> step = jax.jit(train_step(loss_fn, optimizer))
+      >>> params = {"w": jnp.zeros(())}
+      >>> opt_state = optimizer.init(params)
+      >>> batch = (jnp.array([1.0, 2.0]), jnp.array([2.0, 4.0]))
+      >>> for _ in range(50):
+      ...     params, opt_state, loss = step(params, opt_state, batch, jax.random.key(0))
+      >>> print(round(float(params["w"]), 4), float(loss) < 1e-6)
+      2.0 True
     """
 
     def step(params, opt_state, batch, key):
@@ -167,6 +212,27 @@ def data_parallel_train_step(
       ``step(params, opt_state, batch, key) -> (params, opt_state, loss)``, jitted with
       ``in_shardings=(replicated, replicated, batch-sharded, replicated)`` and replicated
       outputs. Pass a batch from :func:`shard_batch` (or any array; jit moves it).
+
+    Examples:
+      The least-squares problem of :func:`train_step`, its batch split over all devices:
+
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from bayeslayers_jax import batch_mesh, data_parallel_train_step, replicate, shard_batch
+      >>> def loss_fn(params, batch, key):
+      ...     x, y = batch
+      ...     return jnp.mean((params["w"] * x - y) ** 2)
+      >>> mesh = batch_mesh()
+      >>> optimizer = optax.sgd(0.1)
+      >>> step = data_parallel_train_step(loss_fn, optimizer, mesh)
+      >>> params = {"w": jnp.zeros(())}
+      >>> params, opt_state = replicate((params, optimizer.init(params)), mesh)
+      >>> n = 4 * len(jax.devices())  # the batch size must be divisible by the devices
+      >>> x = jnp.linspace(0.5, 2.0, n)
+      >>> batch = shard_batch((x, 2.0 * x), mesh)
+      >>> for _ in range(50):
+      ...     params, opt_state, loss = step(params, opt_state, batch, jax.random.key(0))
+      >>> print(round(float(params["w"]), 4))
+      2.0
     """
     mesh = batch_mesh() if mesh is None else mesh
     axis_name = _axis(mesh, axis_name)

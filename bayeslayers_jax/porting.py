@@ -78,6 +78,19 @@ def _port_prior(
     return arr
 
 
+def _check_state_dict(state_dict: Any) -> None:
+    """Raises ``TypeError`` unless ``state_dict`` is a mapping with ``str`` keys."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            "state_dict must be a dict of arrays keyed by name (e.g. "
+            "{k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}), "
+            f"got {type(state_dict).__name__}"
+        )
+    for key in state_dict:
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict keys must be str, got {key!r} ({type(key).__name__})")
+
+
 def _port_layer(
     state: Mapping[str, Any], layer: Any, where: str
 ) -> tuple[dict[str, Any], dict[str, Any] | None, int]:
@@ -164,17 +177,38 @@ def port_objectrl_layer(
         with the kernels transposed to ``(in, out)``, ready for ``layer.apply``.
 
     Raises:
-        TypeError: ``layer`` is not one of the Bayesian layers, or an entry is not numeric.
+        TypeError: ``state_dict`` is not a mapping with ``str`` keys, ``layer`` is not one of
+            the Bayesian layers, or an entry is not numeric.
         ValueError: missing or unexpected keys, a shape mismatch, or a prior std <= 0.
+
+    Examples:
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from bayeslayers_jax import LRLinear, port_objectrl_layer
+        >>> sd = {"weight_mu": np.ones((2, 3)), "weight_rho": np.full((2, 3), -3.0),
+        ...       "bias_mu": np.zeros(2), "bias_rho": np.full(2, -3.0),
+        ...       "prior_mean": np.zeros(1), "prior_std": np.ones(1)}  # PyTorch: (out, in)
+        >>> layer = LRLinear(2)
+        >>> variables = port_objectrl_layer(sd, layer)
+        >>> variables["params"]["weight_mu"].shape  # Flax: (in, out)
+        (3, 2)
+        >>> print(layer.apply(variables, jnp.ones((1, 3)), map=True))
+        [[3. 3.]]
+        >>> port_objectrl_layer(list(sd.items()), layer)
+        Traceback (most recent call last):
+        ...
+        TypeError: state_dict must be a dict of arrays keyed by name (e.g. {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}), got list
     """
+    _check_state_dict(state_dict)
     if not isinstance(layer, _LAYER_CLASSES):
         raise TypeError(
             f"layer must be a BBBLinear, LRLinear, CLTLinear or CLTLinearDet, got {type(layer).__name__}"
         )
-    outside = [k for k in state_dict if not str(k).startswith(prefix)]
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, got {prefix!r} ({type(prefix).__name__})")
+    outside = [k for k in state_dict if not k.startswith(prefix)]
     if outside:
         raise ValueError(f"state dict keys {outside} do not start with prefix {prefix!r}")
-    state = {str(k)[len(prefix):]: v for k, v in state_dict.items()}
+    state = {k[len(prefix):]: v for k, v in state_dict.items()}
     params, prior, _ = _port_layer(state, layer, prefix)
     return {"params": params} if prior is None else {"params": params, "prior": prior}
 
@@ -200,25 +234,55 @@ def port_objectrl_mlp(state_dict: Mapping[str, Any], model: BayesianMLP) -> dict
         ``'cltdet'``), ready for ``model.apply``.
 
     Raises:
-        TypeError: ``model`` is not a ``BayesianMLP``.
-        ValueError: malformed or inconsistent keys, wrong number of layers, missing or
+        TypeError: ``state_dict`` is not a mapping with ``str`` keys, or ``model`` is not a
+            ``BayesianMLP``.
+        ValueError: malformed or inconsistent keys, two keys for one entry (``model.0.x``
+            and ``model.00.x`` both parse to index 0), wrong number of layers, missing or
             unexpected entries, or a shape mismatch.
+
+    Examples:
+        ObjectRL's ``BayesianMLP(dim_in=3, dim_out=1, depth=2, width=4)`` of ``'lr'`` layers
+        holds ``model.0.*`` and ``model.2.*`` (``model.1`` is the ReLU):
+
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from bayeslayers_jax import BayesianMLP, port_objectrl_mlp
+        >>> def objectrl_layer(n_in, n_out):
+        ...     return {"weight_mu": np.full((n_out, n_in), 0.5), "weight_rho": np.full((n_out, n_in), -5.0),
+        ...             "bias_mu": np.zeros(n_out), "bias_rho": np.full(n_out, -5.0)}
+        >>> sd = {f"model.{i}.{k}": a for i, layer in ((0, objectrl_layer(3, 4)), (2, objectrl_layer(4, 1)))
+        ...       for k, a in layer.items()}
+        >>> model = BayesianMLP((4, 1), layer_type="lr")
+        >>> variables = port_objectrl_mlp(sd, model)
+        >>> sorted(variables["params"]), variables["params"]["layers_0"]["weight_mu"].shape
+        (['layers_0', 'layers_1'], (3, 4))
+        >>> print(model.apply(variables, jnp.ones((1, 3)), map=True))  # 4 * 0.5 * (3 * 0.5)
+        [[3.]]
     """
+    _check_state_dict(state_dict)
     if not isinstance(model, BayesianMLP):
         raise TypeError(f"model must be a BayesianMLP, got {type(model).__name__}")
-    groups: dict[int, dict[str, Any]] = {}
-    prefixes = set()
-    for key, value in state_dict.items():
-        match = _KEY_RE.match(str(key))
+    parsed = []
+    for key in state_dict:
+        match = _KEY_RE.match(key)
         if match is None:
             raise ValueError(
                 f"state dict key {key!r} is not of the form '<prefix><index>.<name>' "
                 "(e.g. 'model.0.weight_mu')"
             )
-        prefixes.add(match["prefix"])
-        groups.setdefault(int(match["index"]), {})[match["name"]] = value
+        parsed.append((key, match["prefix"], int(match["index"]), match["name"]))
+    prefixes = {p for _, p, _, _ in parsed}
     if len(prefixes) > 1:
         raise ValueError(f"state dict keys mix several prefixes: {sorted(prefixes)}")
+    groups: dict[int, dict[str, Any]] = {}
+    seen: dict[tuple[int, str], str] = {}  # (index, name) -> the key that gave it
+    for key, _, index, name in parsed:
+        if (index, name) in seen:
+            raise ValueError(
+                f"state dict keys {seen[index, name]!r} and {key!r} both name entry {name!r} "
+                f"of layer index {index}"
+            )
+        seen[index, name] = key
+        groups.setdefault(index, {})[name] = state_dict[key]
     prefix = prefixes.pop() if prefixes else ""
     n = len(model.features)
     if len(groups) != n:

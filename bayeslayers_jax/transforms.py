@@ -29,6 +29,16 @@ def softplus(x: jax.Array) -> jax.Array:
 
     Returns:
       ``softplus(x)``, same shape and dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from bayeslayers_jax import softplus
+      >>> print(round(float(softplus(0.0)), 4))  # log 2
+      0.6931
+      >>> print(float(softplus(1000.0)))  # no overflow
+      1000.0
+      >>> print(f"{float(softplus(-80.0)):.4e}")  # exp(-80), not 0
+      1.8049e-35
     """
     x = as_float_array("x", x)
     return jnp.maximum(x, 0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
@@ -47,6 +57,17 @@ def inv_softplus(y: jax.Array) -> jax.Array:
 
     Returns:
       ``x`` with ``softplus(x) == y`` to float precision.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from bayeslayers_jax import inv_softplus, softplus
+      >>> print(round(float(inv_softplus(0.01)), 4))  # the rho of a std of 0.01
+      -4.6002
+      >>> x = jnp.array([-20.0, -1.0, 0.0, 3.0, 50.0])
+      >>> bool(jnp.allclose(inv_softplus(softplus(x)), x, rtol=1e-5))
+      True
+      >>> print(float(inv_softplus(-1.0)))  # no preimage
+      nan
     """
     y = as_float_array("y", y)
     return y + jnp.log(-jnp.expm1(-y))
@@ -64,6 +85,13 @@ def rho_to_std(rho: jax.Array, use_softplus: bool = False) -> jax.Array:
 
     Returns:
       The positive standard deviation, same shape and dtype as ``rho``.
+
+    Examples:
+      >>> from bayeslayers_jax import rho_to_std
+      >>> print(round(float(rho_to_std(-4.6)), 5))  # exp(-4.6): the initial std
+      0.01005
+      >>> print(round(float(rho_to_std(-4.6, use_softplus=True)), 5))
+      0.01
     """
     if not isinstance(use_softplus, bool):
         raise TypeError(f"`use_softplus` must be a bool, got {use_softplus!r}.")

@@ -9,7 +9,6 @@ here), the timer's repeat logic, and argument validation.
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -23,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, run_with_progress):
     """Runs ``python -m benchmarks --smoke`` once in a fresh process (float32, default JAX
     configuration, unaffected by this test session's x64 and strict-promotion settings)."""
     out = tmp_path_factory.mktemp("bench")
@@ -33,13 +32,14 @@ def smoke_run(tmp_path_factory):
     # Smoke numbers are not measurements: compile without LLVM optimization (about half the
     # compile time, which dominates a smoke run).
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-    proc = subprocess.run(
+    proc = run_with_progress(
         [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        label="benchmarks --smoke", cwd=REPO, env=env, timeout=600,
     )
     return proc, out
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_json_and_markdown(smoke_run):
     proc, out = smoke_run
     assert proc.returncode == 0, proc.stderr[-3000:]

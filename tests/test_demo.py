@@ -3,20 +3,22 @@
 import json
 import math
 import os
-import subprocess
 import sys
 
+import pytest
 
-def test_demo_command_line(tmp_path):
+
+@pytest.mark.slow
+def test_demo_command_line(tmp_path, run_with_progress):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     env["MPLBACKEND"] = "Agg"
     out = tmp_path / "demo"
-    proc = subprocess.run(
+    proc = run_with_progress(
         [sys.executable, "-W", "error", "-m", "bayeslayers_jax.demo", "--steps", "50", "--out",
          str(out), "--seed", "1"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=repo,
+        label="demo", env=env, timeout=300, cwd=repo,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     stdout = proc.stdout
@@ -25,6 +27,10 @@ def test_demo_command_line(tmp_path):
     assert "| method | test NLL | RMSE |" in stdout
     for name in ("MAP", "BBB", "LR", "CLT"):
         assert f"| {name} |" in stdout
+    # The closing lines name every file written, and nothing else is in the folder.
+    written = [str(out / name) for name in ("results.md", "results.json", "demo.png")]
+    assert f"wrote {', '.join(written)}\n" in stdout
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(w) for w in written)
     # The PNG (by its 8-byte signature) and the tables.
     with open(out / "demo.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -222,6 +222,51 @@ def test_same_key_same_noise_and_streams(cls):
     np.testing.assert_array_equal(custom.apply(v, x, rngs={"noise": k1}), s1)
 
 
+class _KeyProbe(flax.linen.Module):
+    """Returns the key a top-level module draws from the ``'sample'`` stream."""
+
+    @flax.linen.compact
+    def __call__(self):
+        return self.make_rng("sample")
+
+
+class _Twin(flax.linen.Module):
+    """Two layers of one class, ``a`` and ``b``, applied to the same input."""
+
+    cls: type
+
+    @flax.linen.compact
+    def __call__(self, x, rng=None):
+        return (self.cls(3, param_dtype=F64, name="a")(x, rng=rng),
+                self.cls(3, param_dtype=F64, name="b")(x, rng=rng))
+
+
+@pytest.mark.parametrize("cls", SAMPLING)
+def test_rng_argument_and_stream_give_the_documented_noise(cls):
+    """``rng=key`` uses the key as given; ``rngs={'sample': key}`` uses
+    ``self.make_rng('sample')``, the key Flax derives from ``key`` for the layer's position,
+    so the two differ, the stream is reproducible and differs between layers."""
+    x = _x()
+    layer = cls(3, param_dtype=F64)
+    v = _init(layer, x, w_std=0.3, b_std=0.2)
+    key = jax.random.key(3)
+    direct = np.asarray(layer.apply(v, x, rng=key))
+    stream = np.asarray(layer.apply(v, x, rngs={"sample": key}))
+    derived = _KeyProbe().apply({}, rngs={"sample": key})
+    np.testing.assert_array_equal(stream, layer.apply(v, x, rng=derived))
+    assert np.min(np.abs(stream - direct)) > 0
+    # Two layers with identical variables: the stream gives each its own noise, rng= the same.
+    twin = _Twin(cls)
+    tv = {c: {"a": v[c], "b": v[c]} for c in ("params", "prior")}
+    a, b = (np.asarray(o) for o in twin.apply(tv, x, rngs={"sample": key}))
+    assert np.min(np.abs(a - b)) > 0
+    for again, first in zip(twin.apply(tv, x, rngs={"sample": key}), (a, b)):
+        np.testing.assert_array_equal(again, first)
+    a, b = twin.apply(tv, x, rng=key)
+    np.testing.assert_array_equal(a, direct)
+    np.testing.assert_array_equal(b, direct)
+
+
 @pytest.mark.parametrize("cls", SAMPLING)
 def test_missing_key_is_an_error_never_a_fallback(cls):
     x = _x()

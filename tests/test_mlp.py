@@ -98,6 +98,7 @@ def test_clt_mlp_equals_its_layers_and_kl_sums():
     assert np.all(np.asarray(v2) > np.asarray(out_var))
 
 
+@pytest.mark.slow  # 20000 Monte Carlo samples per activation: about 10 s of CPU in all
 @pytest.mark.parametrize("act", ["relu", "crelu"])
 def test_deep_clt_mlp_is_close_to_sampling(act):
     """Depth-3 CLT network (widths 32, 32, 1; std 0.1) against N = 20000 exact samples.
@@ -131,6 +132,7 @@ def _regression_data():
     return x, y
 
 
+@pytest.mark.slow  # 300 training steps per layer type: about 16 s of CPU in all
 @pytest.mark.parametrize("layer_type", TYPES)
 def test_each_type_trains_with_optax(layer_type):
     """300 Adam steps on y = sin(2x) + noise: every gradient finite, loss at least halves.
@@ -173,7 +175,9 @@ def test_each_type_trains_with_optax(layer_type):
 
 
 # ------------------------------------------------------------ transformations
-@pytest.mark.parametrize("layer_type", ["bbb", "clt"])  # every layer type: tests/test_layers.py
+@pytest.mark.parametrize(  # every layer type: tests/test_layers.py; bbb takes about 10 s of CPU
+    "layer_type", [pytest.param("bbb", marks=pytest.mark.slow), "clt"]
+)
 def test_mlp_jit_vmap_grad(layer_type):
     x = _x()
     model = BayesianMLP((6, 2), layer_type=layer_type, param_dtype=F64)

@@ -19,6 +19,7 @@ import json
 import math
 import pathlib
 import sys
+import time
 
 import nbformat
 import pytest
@@ -58,10 +59,21 @@ def kernel_manager_class(tmp_path_factory):
 
 def _execute(path, kernel_manager_class, workdir):
     nb = nbformat.read(path, as_version=4)
+    num_code = len(_code_cells(nb))
+    start = time.perf_counter()
+
+    def progress(cell, cell_index, **_):
+        # One line per executed code cell: live with ``pytest -s``, else in a failure's report.
+        if cell.cell_type == "code":
+            done = sum(c.cell_type == "code" for c in nb.cells[: cell_index + 1])
+            print(f"[{path.stem} +{time.perf_counter() - start:.1f}s] code cell {done}/{num_code} done",
+                  flush=True)
+
     # The client owns the kernel manager it creates, so it shuts the kernel down and closes its
     # sockets when the notebook is done.
     client = NotebookClient(nb, kernel_name="python3", kernel_manager_class=kernel_manager_class,
-                            timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(workdir)}})
+                            timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(workdir)}},
+                            on_cell_executed=progress)
     client.execute()  # raises CellExecutionError on the first failing cell
     return nb
 
@@ -194,6 +206,7 @@ def test_committed_notebook_has_outputs(path):
     assert path.stat().st_size < 1_500_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, kernel_manager_class, tmp_path, monkeypatch):
     monkeypatch.setenv("BAYESLAYERS_NOTEBOOK_SMOKE", "1")

@@ -86,6 +86,7 @@ def sharded_results():
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow  # a fresh subprocess with 4 simulated devices: about 20 s of CPU
 @pytest.mark.parametrize("layer_type", ["bbb", "lr", "clt"])
 def test_sharded_training_matches_single_device(sharded_results, layer_type):
     r = sharded_results[layer_type]

@@ -171,3 +171,32 @@ def test_port_errors():
         port_objectrl_mlp(good, BayesianMLP((3, 2), layer_type="bbb", act="crelu"))
     with pytest.raises(TypeError, match="model must be a BayesianMLP"):
         port_objectrl_mlp(good, BBBLinear(3))
+
+
+def test_port_rejects_a_list_or_non_str_keys_naming_the_argument():
+    """A list of pairs (or the arrays alone) is not a state dict: TypeError naming
+    ``state_dict``, not an AttributeError from deep inside."""
+    rng = np.random.default_rng(5)
+    state = _torch_layer_state(rng, 5, 3)
+    model = BayesianMLP((3,), layer_type="bbb")
+    for bad in (list(state.items()), list(state.values()), None):
+        with pytest.raises(TypeError, match=r"state_dict must be a dict.*got (list|NoneType)"):
+            port_objectrl_layer(bad, BBBLinear(3))
+        with pytest.raises(TypeError, match=r"state_dict must be a dict.*got (list|NoneType)"):
+            port_objectrl_mlp(bad, model)
+    with pytest.raises(TypeError, match=r"state_dict keys must be str, got 0 \(int\)"):
+        port_objectrl_mlp({0: state["weight_mu"]}, model)
+    with pytest.raises(TypeError, match=r"prefix must be a str"):
+        port_objectrl_layer(state, BBBLinear(3), prefix=None)
+
+
+def test_port_mlp_keys_that_parse_to_one_entry_raise_naming_both():
+    """``model.0.weight_mu`` and ``model.00.weight_mu`` both parse to layer index 0: an
+    error naming both keys, never "the last one wins"."""
+    rng = np.random.default_rng(6)
+    state = {f"model.0.{k}": a for k, a in _torch_layer_state(rng, 5, 3).items()}
+    model = BayesianMLP((3,), layer_type="bbb")
+    port_objectrl_mlp(state, model)  # the clean dict ports
+    other = rng.normal(size=(3, 5))
+    with pytest.raises(ValueError, match=r"'model\.0\.weight_mu' and 'model\.00\.weight_mu' both name entry 'weight_mu' of layer index 0"):
+        port_objectrl_mlp({**state, "model.00.weight_mu": other}, model)
