@@ -387,3 +387,29 @@ def test_nan_inputs_give_nan_outputs(fn):
         assert bool(jnp.all(jnp.isnan(out)))
     g = jax.grad(lambda m, s: fn(m, s)[1].sum(), argnums=(0, 1))(mu, sigma)
     assert all(bool(jnp.all(jnp.isnan(x))) for x in g)
+
+
+# ----------------------------------------------------------------- float32 tail polynomials (issue 9)
+
+
+def test_float32_tail_ratio_polynomials_match_mpmath_to_a_few_ulps():
+    """R = Phi(-t)/phi(t), g = h(-t)/phi(t), w = E[relu(Z - t)^2]/phi(t) over all t >= 0.
+
+    The fits' own error is below 3e-7 (tools/fit_relu_moment_rationals.py); float32 rounding of
+    r, q and Horner's rule adds a few ulps: the bound is 16 eps in relative error, exact at 0.
+    """
+    from bayeslayers_jax.moments import _tail_ratios
+
+    t = np.unique(np.concatenate([[0.0], np.linspace(0, 12, 601), np.geomspace(1e-7, 1e6, 600)]).astype(np.float32))
+    got = [np.asarray(x, np.float64) for x in _tail_ratios(jnp.asarray(t), jnp.zeros_like(jnp.asarray(t)))]
+    eps = float(np.finfo(np.float32).eps)
+    for i, ti in enumerate(t):
+        with mp.workdps(40 + 4 * int(mp.log10(float(ti) + 1))):  # g and w cancel t^2, t^4 digits here
+            tm = mp.mpf(float(ti))
+            big_r = mp.ncdf(-tm) / mp.npdf(tm)
+            exact = (big_r, 1 - tm * big_r, (1 + tm * tm) * big_r - tm)
+            for g, e in zip(got, exact):
+                assert abs(mp.mpf(g[i]) - e) <= 16 * eps * e, (float(ti), g[i], float(e))
+    # Values at t = 0 are the correctly rounded sqrt(pi/2), 1, sqrt(pi/2).
+    root = float(np.float32(np.sqrt(np.pi / 2)))
+    assert [g[0] for g in got] == [root, 1.0, root]
