@@ -34,9 +34,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
-from bayeslayers_jax._checks import check_same_shape
+from bayeslayers_jax._checks import check_labels, check_same_shape, check_target_shape, concrete_or_none
+from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import total_kl, without_kl
 
 __all__ = [
@@ -72,9 +74,22 @@ def _per_example_sum(values):
     return jnp.sum(values, axis=tuple(range(1, values.ndim)))
 
 
-def _noise_var(noise_var, shape, dtype):
+def _check_noise_var(noise_var):
+    """A Gaussian likelihood's ``noise_var`` must be given and, when concrete, finite and > 0."""
     if noise_var is None:
         raise ValueError("noise_var is required for a Gaussian likelihood, got None")
+    concrete = concrete_or_none(noise_var)
+    if concrete is not None and (
+        concrete.dtype.kind not in "biuf"
+        or concrete.size == 0
+        or not np.all(np.isfinite(concrete))
+        or not np.all(concrete > 0)
+    ):
+        raise ValueError(f"noise_var must be finite and > 0 everywhere, got {noise_var!r}")
+
+
+def _noise_var(noise_var, shape, dtype):
+    _check_noise_var(noise_var)
     noise_var = jnp.asarray(noise_var, dtype)
     try:
         return jnp.broadcast_to(noise_var, shape)
@@ -131,7 +146,7 @@ def gaussian_nll(y, pred, noise_var):
     Returns:
       Array of shape ``(B,)``.
     """
-    check_same_shape(y=y, pred=pred)
+    check_target_shape("y", y, "pred", pred)
     pred = _float(pred)
     y = _float(y, pred.dtype)
     s2 = _noise_var(noise_var, y.shape, pred.dtype)
@@ -167,7 +182,7 @@ def expected_gaussian_log_likelihood(y, mean, var, noise_var):
       "Sampling-Free Variational Inference of Bayesian Neural Networks by Variance
       Backpropagation".
     """
-    check_same_shape(y=y, mean=mean)
+    check_target_shape("y", y, "mean", mean)
     mean = _float(mean)
     y = _float(y, mean.dtype)
     if var is None:
@@ -322,6 +337,7 @@ def categorical_nll_from_logits(labels, logits):
 
 
 def _label_nll(labels, log_p):
+    """``-log_p[label]`` per example; labels outside ``[0, K)`` raise (concrete) or give NaN (traced)."""
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
@@ -330,7 +346,9 @@ def _label_nll(labels, log_p):
             f"labels must have shape {log_p.shape[:-1]} (the logits' shape without the class "
             f"axis), got {labels.shape}"
         )
+    labels, valid = check_labels(labels, log_p.shape[-1])
     nll = -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    nll = jnp.where(valid, nll, jnp.nan)
     return _per_example_sum(nll)
 
 
@@ -378,6 +396,38 @@ def neg_log_prior(params, prior):
     return total
 
 
+def _output_nll(out, y, likelihood, noise_var, probit_method, clt_categorical):
+    """Per-example NLL of one model output: the closed form for ``(mean, var)``, else a sample's."""
+    if isinstance(out, tuple):
+        mean, var = out
+        if likelihood == "gaussian":
+            return expected_gaussian_nll(y, mean, var, noise_var)
+        if clt_categorical == "bound":
+            return expected_categorical_nll_bound(y, mean, var)
+        return probit_categorical_nll(y, mean, var, probit_method)
+    if likelihood == "gaussian":
+        return gaussian_nll(y, out, noise_var)
+    return categorical_nll_from_logits(y, out)
+
+
+def _target_member_axis(y, out, likelihood, size):
+    """``None`` if an ensemble's targets are shared by the members, ``0`` if stacked per member."""
+    ref = out[0] if isinstance(out, tuple) else out
+    per_member = tuple(ref.shape) if likelihood == "gaussian" else tuple(ref.shape[:-1])
+    shared = per_member[1:]
+    y_shape = tuple(jnp.shape(y))
+    if y_shape == shared:
+        return None
+    if y_shape == per_member:
+        return 0
+    name = "outputs" if likelihood == "gaussian" else "logits"
+    raise ValueError(
+        f"targets y of shape {y_shape} do not fit an Ensemble of {size} members with {name} of "
+        f"shape {tuple(ref.shape)}: y must have shape {shared} (the same targets for every "
+        f"member) or {per_member} (one set per member); nothing is broadcast"
+    )
+
+
 def elbo_loss(
     model,
     variables,
@@ -408,54 +458,96 @@ def elbo_loss(
       (MAP training: the negative log posterior per example).
 
     Any ``'kl'`` collection already in ``variables`` is dropped first, so stale KL values
-    never add up.
+    never add up. Targets must have exactly the output's shape (``'gaussian'``; a
+    ``BayesianMLP`` with one output has outputs ``(B, 1)``, so ``(B,)`` targets raise: use
+    ``y[:, None]``) or the logits' shape without the class axis (``'categorical'``).
+
+    **Ensembles** (:class:`~bayeslayers_jax.Ensemble`): each member ``m`` gets its own
+    per-example negative ELBO :math:`\mathcal{L}_m` (its own NLL and its own KL over ``N``),
+    and the loss is their *sum*
+
+    .. math::
+        \mathcal{L} = \sum_{m=1}^{M} \mathcal{L}_m, \qquad
+        rac{\partial\mathcal{L}}{\partial	heta_m} = rac{\partial\mathcal{L}_m}{\partial	heta_m},
+
+    so every member's gradient is exactly what it would get trained alone (elementwise
+    optimizers such as Adam then train the members independently; a global-norm clip would
+    couple them). The targets ``y`` are shared (the member's target shape) or stacked per
+    member (a leading axis of length ``M``); any other shape raises.
 
     Args:
-      model: a ``flax.linen`` module built from this package's layers (e.g. ``BayesianMLP``).
+      model: a ``flax.linen`` module built from this package's layers (e.g. ``BayesianMLP``),
+        or an :class:`~bayeslayers_jax.Ensemble` of such (or of plain Flax) modules.
       variables: its variables (``'params'`` and ``'prior'``).
       x: inputs, shape ``(B, ...)``.
-      y: targets: real values of the output's shape (``'gaussian'``) or integer labels of
-        shape ``(B,)`` (``'categorical'``).
+      y: targets: real values of the output's shape (``'gaussian'``) or integer labels in
+        ``[0, K)`` of shape ``(B,)`` (``'categorical'``).
       num_train_examples: ``N``, the training-set size.
       key: PRNG key of the ``'sample'`` stream (needed by sampling models unless ``map``).
       likelihood: ``'gaussian'`` or ``'categorical'``.
-      noise_var: observation-noise variance for ``'gaussian'``.
+      noise_var: observation-noise variance ``> 0`` for ``'gaussian'``.
       kl_weight: KL weight for annealing.
       map: train the MAP (means-only) model.
       probit_method: see :func:`probit_log_softmax` (with ``clt_categorical='probit'``).
       clt_categorical: ``'bound'`` or ``'probit'``: the categorical likelihood of CLT outputs.
 
     Returns:
-      ``(loss, aux)`` with ``aux = {'nll': mean NLL, 'kl': KL (or the negative log prior)}``.
+      ``(loss, aux)`` with ``aux = {'nll': mean NLL, 'kl': KL (or the negative log prior)}``;
+      for an ensemble ``aux['nll']`` and ``aux['kl']`` have shape ``(M,)`` (one per member)
+      and ``aux['loss']`` holds the members' losses :math:`\mathcal{L}_m`.
+
+    Raises:
+      ValueError: targets whose shape differs from the output's (no broadcasting), a
+        concrete ``noise_var`` that is not finite and > 0, concrete labels outside
+        ``[0, K)`` (traced ones give a NaN loss), an unknown ``likelihood``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, elbo_loss
+      >>> x, y = jnp.ones((8, 3)), jnp.zeros((8, 1))
+      >>> model = BayesianMLP((16, 1), layer_type='clt')
+      >>> v = model.init(jax.random.key(0), x)
+      >>> loss, aux = elbo_loss(model, v, x, y, num_train_examples=100, noise_var=0.1)
+      >>> loss.shape, sorted(aux)
+      ((), ['kl', 'nll'])
+      >>> ens = Ensemble(model, 3)
+      >>> ve = ens.init(jax.random.key(0), x)
+      >>> loss, aux = elbo_loss(ens, ve, x, y, num_train_examples=100, noise_var=0.1)
+      >>> aux['nll'].shape, aux['kl'].shape, bool(jnp.isclose(loss, aux['loss'].sum()))
+      ((3,), (3,), True)
     """
     if likelihood not in _LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
     if clt_categorical not in ("bound", "probit"):
         raise ValueError(f"clt_categorical must be 'bound' or 'probit', got {clt_categorical!r}")
+    if likelihood == "gaussian":
+        _check_noise_var(noise_var)  # up front, before the forward pass
     variables = without_kl(variables)
     kwargs: dict[str, Any] = {"map": True} if map else {}
     if key is not None and not map:
         kwargs["rngs"] = {"sample": key}
     out, state = model.apply(variables, x, mutable=["kl"], **kwargs)
+    nll_of = lambda o, t: _output_nll(o, t, likelihood, noise_var, probit_method, clt_categorical)  # noqa: E731
+    if not is_ensemble(model):
+        if map:
+            kl = neg_log_prior(variables["params"], variables.get("prior", {}))
+        else:
+            kl = total_kl(state.get("kl", {}))
+        nll = nll_of(out, y)
+        loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
+        return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
+    size = model.size
+    y_axis = _target_member_axis(y, out, likelihood, size)
+    nll = jax.vmap(nll_of, in_axes=(0, y_axis))(out, y)  # (M, B)
     if map:
-        kl = neg_log_prior(variables["params"], variables.get("prior", {}))
-    else:
-        kl = total_kl(state.get("kl", {}))
-    if isinstance(out, tuple):
-        mean, var = out
-        if likelihood == "gaussian":
-            nll = expected_gaussian_nll(y, mean, var, noise_var)
-        elif clt_categorical == "bound":
-            nll = expected_categorical_nll_bound(y, mean, var)
-        else:
-            nll = probit_categorical_nll(y, mean, var, probit_method)
-    else:
-        if likelihood == "gaussian":
-            nll = gaussian_nll(y, out, noise_var)
-        else:
-            nll = categorical_nll_from_logits(y, out)
-    loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
-    return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
+        kl = jax.vmap(neg_log_prior)(variables["params"], variables.get("prior", {}))
+    elif jax.tree_util.tree_leaves(state.get("kl", {})):
+        kl = total_kl(state["kl"], per_member=True)
+    else:  # no Bayesian layer (a deep ensemble of plain modules, CLT-Det): no KL
+        kl = jnp.zeros((size,), nll.dtype)
+    kl = kl.astype(nll.dtype)
+    losses = jax.vmap(neg_elbo, in_axes=(0, 0, None, None))(nll, kl, num_train_examples, kl_weight)
+    return jnp.sum(losses), {"nll": jnp.mean(nll, axis=1), "kl": kl, "loss": losses}
 
 
 def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **elbo_kwargs):
