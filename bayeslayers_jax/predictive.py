@@ -99,6 +99,14 @@ def detect_mode(model, variables, x):
     """``'clt'`` if ``model`` returns a ``(mean, var)`` tuple, else ``'sample'`` (abstract trace only).
 
     See the module docstring. Costs no FLOPs: it runs ``jax.eval_shape``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP
+      >>> x = jnp.ones((2, 3))
+      >>> clt, lr = BayesianMLP((4, 1), layer_type='clt'), BayesianMLP((4, 1), layer_type='lr')
+      >>> detect_mode(clt, clt.init(jax.random.key(0), x), x), detect_mode(lr, lr.init(jax.random.key(0), x), x)
+      ('clt', 'sample')
     """
     variables = without_kl(variables)
 
