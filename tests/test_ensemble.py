@@ -231,3 +231,16 @@ def test_total_kl_per_member_errors():
         total_kl({"a": jnp.zeros((2,)), "b": jnp.zeros((3,))}, per_member=True)
     f = jnp.arange(3.0)
     np.testing.assert_allclose(total_kl({"a": f, "b": 2 * f}, per_member=True), 3 * f)
+
+
+def test_keyword_array_inputs_are_shared_under_jit():
+    mlp = BayesianMLP((8, 2), layer_type="clt", param_dtype=jnp.float64)
+    ens = Ensemble(mlp, M)
+    x = _x()
+    v = ens.init(jax.random.key(0), x)
+    var_in = 0.1 * jnp.ones_like(x)
+    mean, var = jax.jit(lambda v, x, s: ens.apply(v, x, var=s))(v, x, var_in)
+    for i in range(M):
+        m1, v1 = mlp.apply(member(v, i), x, var_in)
+        np.testing.assert_allclose(mean[i], m1, rtol=1e-13)
+        np.testing.assert_allclose(var[i], v1, rtol=1e-13)
