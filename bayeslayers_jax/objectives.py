@@ -25,7 +25,12 @@ other axis is summed):
 * :func:`probit_softmax` / :func:`probit_categorical_nll`: the probit approximation of the
   expected softmax for CLT classifiers.
 
-:func:`elbo_loss` puts it together for any model built from this package's layers.
+:func:`elbo_loss` puts it together for any model built from this package's layers, and for
+an :class:`~bayeslayers_jax.Ensemble` of them (the sum of the members' losses).
+
+**Shapes never broadcast.** Targets must have exactly the output's shape (labels: the logits'
+shape without the class axis); anything else raises ``ValueError`` naming both shapes. A
+``BayesianMLP`` with one output gives ``(B, 1)``: pass ``y[:, None]``, not ``(B,)`` targets.
 """
 
 from __future__ import annotations
