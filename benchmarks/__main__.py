@@ -30,12 +30,12 @@ SMOKE_OUT = os.path.join(tempfile.gettempdir(), "bayeslayers_jax_benchmarks_smok
 #: included (``benchmarks/run_on_gpu.sh``): the RL and wide shapes, ObjectRL eager for BBB,
 #: LR and CLT and ``torch.compile`` for CLT only (the GPU goals), ensembles of 10 Dense and
 #: CLT networks against one, the SAC update with 2 and 10 critics 256 wide, and a soft limit
-#: of 8 minutes after which remaining work is skipped and reported as skipped.
+#: of 7 minutes after which remaining work is skipped and reported as skipped.
 PRESETS: dict[str, dict] = {
     "gpu-quick": dict(
         shapes=("rl", "wide"), budget_s=0.5, torch_compile_methods=("clt",),
         ensemble_methods=("dense", "clt"), rl_members=(2, 10), rl_widths=(256,),
-        max_minutes=8.0,
+        max_minutes=7.0,
     ),
 }
 

@@ -59,6 +59,8 @@ __all__ = [
     "build_train_step",
     "clt_twin_class",
     "configure_threads",
+    "loss_fn",
+    "network",
     "objectrl_version",
     "torch_version",
 ]
@@ -185,8 +187,10 @@ class TorchStep:
         self.last_loss = last_loss
 
 
-def _network(torch: Any, method: str, shape: Shape, device: Any) -> Any:
-    """The layers of ``method`` at ``shape`` (ObjectRL's layers, or ``nn.Linear``)."""
+def network(method: str, shape: Shape, device: Any = "cpu") -> Any:
+    """The layers of ``method`` at ``shape`` (ObjectRL's layers, or ``nn.Linear``), a
+    ``torch.nn.ModuleList`` in float32 on ``device``."""
+    import torch
     from objectrl.nets.layers import bayesian_layers as orl
 
     layers = []
@@ -206,8 +210,11 @@ def _network(torch: Any, method: str, shape: Shape, device: Any) -> Any:
     return torch.nn.ModuleList(layers).to(device=device, dtype=torch.float32)
 
 
-def _loss_fn(torch: Any, method: str, layers: Any, batch: int) -> Callable[[Any, Any], Any]:
-    """``loss(x, y)``: mean Gaussian NLL (noise variance 1) + KL / batch."""
+def loss_fn(method: str, layers: Any, batch: int) -> Callable[[Any, Any], Any]:
+    """``loss(x, y)`` of :func:`network`'s ``layers``: mean Gaussian NLL (noise variance 1;
+    the expected NLL for CLT) + KL / ``batch`` (no KL for Dense)."""
+    import torch
+
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     n = len(layers)
 
@@ -265,20 +272,20 @@ def build_train_step(
 
     dev = torch.device(device)
     torch.manual_seed(seed)
-    layers = _network(torch, method, shape, dev)
+    layers = network(method, shape, dev)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     x = torch.randn(shape.batch, shape.widths[0], generator=gen).to(dev)
     y = torch.randn(shape.batch, shape.widths[-1], generator=gen).to(dev)
-    loss_fn = _loss_fn(torch, method, layers, shape.batch)
+    loss = loss_fn(method, layers, shape.batch)
     if impl == "compile":
-        loss_fn = torch.compile(loss_fn, dynamic=False)
+        loss = torch.compile(loss, dynamic=False)
     opt = torch.optim.Adam(layers.parameters(), lr=1e-3, fused=True)
     done = _Done(torch.cuda.synchronize if dev.type == "cuda" else None)
     last: list[Any] = [None]
 
     def call() -> _Done:
         opt.zero_grad(set_to_none=True)
-        value = loss_fn(x, y)
+        value = loss(x, y)
         value.backward()
         opt.step()
         last[0] = value
