@@ -13,6 +13,8 @@ from bayeslayers_jax.transforms import inv_softplus, rho_to_std, softplus
 # Public names of the other modules are imported below this line.
 from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl, update_prior
 from bayeslayers_jax.mlp import BayesianMLP
+from bayeslayers_jax.ensemble import Ensemble, ensemble_size, is_ensemble, member
+from bayeslayers_jax.critic import BayesianCritic, value_bound
 from bayeslayers_jax.porting import port_objectrl_layer, port_objectrl_mlp
 from bayeslayers_jax.metrics import (
     accuracy,
@@ -77,6 +79,13 @@ __all__ = [
     "total_kl",
     "update_prior",
     "BayesianMLP",
+    # ensembles and critics
+    "Ensemble",
+    "is_ensemble",
+    "ensemble_size",
+    "member",
+    "BayesianCritic",
+    "value_bound",
     "port_objectrl_layer",
     "port_objectrl_mlp",
     # training objectives, predictive distributions, metrics

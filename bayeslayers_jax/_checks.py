@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -19,6 +20,9 @@ __all__ = [
     "check_bias",
     "compute_dtype",
     "broadcast_floats",
+    "check_target_shape",
+    "check_labels",
+    "concrete_or_none",
 ]
 
 
@@ -92,3 +96,64 @@ def broadcast_floats(**arrays) -> list[jnp.ndarray]:
     shape = check_broadcastable(**converted)
     dtype = jnp.result_type(*converted.values())
     return [jnp.broadcast_to(jnp.asarray(a, dtype), shape) for a in converted.values()]
+
+
+def check_target_shape(target_name: str, target: Any, output_name: str, output: Any) -> None:
+    """Raises ``ValueError`` unless ``target`` and ``output`` have exactly one shape.
+
+    The package rule for every likelihood and metric: shapes must match exactly, nothing is
+    broadcast. The message names both shapes and, for the common ``(B,)`` against ``(B, 1)``
+    case, says how to fix it.
+    """
+    t_shape, o_shape = tuple(jnp.shape(target)), tuple(jnp.shape(output))
+    if t_shape == o_shape:
+        return
+    hint = ""
+    if o_shape == t_shape + (1,):
+        hint = (
+            f" Reshape the targets to the output's shape ({target_name}[..., None]) or drop the "
+            f"output's unit axis ({output_name}[..., 0])."
+        )
+    elif t_shape == o_shape + (1,):
+        hint = f" Drop the targets' unit axis ({target_name}[..., 0])."
+    elif len(o_shape) > len(t_shape) and o_shape[len(o_shape) - len(t_shape) :] == t_shape:
+        hint = (
+            f" {output_name} has extra leading axes (an ensemble's member axis or a sample axis?):"
+            " reduce them first or pass the model itself (an Ensemble) to the loss."
+        )
+    raise ValueError(
+        f"`{target_name}` and `{output_name}` must have the same shape (nothing is broadcast), "
+        f"got `{target_name}` {t_shape} and `{output_name}` {o_shape}.{hint}"
+    )
+
+
+def check_labels(labels: Any, num_classes: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Integer ``labels`` and the mask of those in ``[0, num_classes)``.
+
+    Concrete labels outside the range raise ``ValueError`` naming the bad values; for traced
+    labels the range cannot be checked, so callers turn the results of invalid labels into NaN
+    with the returned mask (never a finite value from a wrapped index).
+    """
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    concrete = concrete_or_none(labels)
+    if concrete is not None and concrete.size:
+        bad = concrete[(concrete < 0) | (concrete >= num_classes)]
+        if bad.size:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}) for {num_classes} classes, got "
+                f"{np.unique(bad)[:10].tolist()}"
+            )
+    valid = (labels >= 0) & (labels < num_classes)
+    return jnp.clip(labels, 0, num_classes - 1), valid
+
+
+def concrete_or_none(value: Any) -> np.ndarray | None:
+    """``value`` as a NumPy array, or ``None`` when it is traced (its value is unknown now)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None

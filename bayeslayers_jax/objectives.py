@@ -34,9 +34,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
-from bayeslayers_jax._checks import check_same_shape
+from bayeslayers_jax._checks import check_labels, check_same_shape, check_target_shape, concrete_or_none
+from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import total_kl, without_kl
 
 __all__ = [
@@ -72,9 +74,22 @@ def _per_example_sum(values):
     return jnp.sum(values, axis=tuple(range(1, values.ndim)))
 
 
-def _noise_var(noise_var, shape, dtype):
+def _check_noise_var(noise_var):
+    """A Gaussian likelihood's ``noise_var`` must be given and, when concrete, finite and > 0."""
     if noise_var is None:
         raise ValueError("noise_var is required for a Gaussian likelihood, got None")
+    concrete = concrete_or_none(noise_var)
+    if concrete is not None and (
+        concrete.dtype.kind not in "biuf"
+        or concrete.size == 0
+        or not np.all(np.isfinite(concrete))
+        or not np.all(concrete > 0)
+    ):
+        raise ValueError(f"noise_var must be finite and > 0 everywhere, got {noise_var!r}")
+
+
+def _noise_var(noise_var, shape, dtype):
+    _check_noise_var(noise_var)
     noise_var = jnp.asarray(noise_var, dtype)
     try:
         return jnp.broadcast_to(noise_var, shape)
@@ -105,6 +120,11 @@ def neg_elbo(nll, kl, num_train_examples, kl_weight=1.0):
       Blundell et al. 2015, "Weight Uncertainty in Neural Networks" (eq. 8 and the minibatch
       weighting of section 3.4); Graves 2011, "Practical Variational Inference for Neural
       Networks".
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> print(round(float(neg_elbo(jnp.array([1.0, 3.0]), 50.0, num_train_examples=100)), 4))  # 2 + 50/100
+      2.5
     """
     if not isinstance(num_train_examples, jax.core.Tracer) and num_train_examples <= 0:
         raise ValueError(f"num_train_examples must be positive, got {num_train_examples!r}")
@@ -130,8 +150,14 @@ def gaussian_nll(y, pred, noise_var):
 
     Returns:
       Array of shape ``(B,)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> y, f = jnp.array([[1.0], [0.0]]), jnp.array([[0.0], [0.0]])
+      >>> print([round(float(e), 4) for e in gaussian_nll(y, f, noise_var=1.0)])  # 0.5 log(2 pi) + (y - f)^2 / 2
+      [1.4189, 0.9189]
     """
-    check_same_shape(y=y, pred=pred)
+    check_target_shape("y", y, "pred", pred)
     pred = _float(pred)
     y = _float(y, pred.dtype)
     s2 = _noise_var(noise_var, y.shape, pred.dtype)
@@ -166,8 +192,14 @@ def expected_gaussian_log_likelihood(y, mean, var, noise_var):
       Networks" (section 3, the Gaussian expected log-likelihood); Haussmann et al. 2019,
       "Sampling-Free Variational Inference of Bayesian Neural Networks by Variance
       Backpropagation".
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> y, m, v = jnp.array([[1.0]]), jnp.array([[0.0]]), jnp.array([[1.0]])
+      >>> print([round(float(e), 4) for e in expected_gaussian_log_likelihood(y, m, v, noise_var=1.0)])  # -0.5 log(2 pi) - (1 + 1) / 2
+      [-1.9189]
     """
-    check_same_shape(y=y, mean=mean)
+    check_target_shape("y", y, "mean", mean)
     mean = _float(mean)
     y = _float(y, mean.dtype)
     if var is None:
@@ -181,7 +213,14 @@ def expected_gaussian_log_likelihood(y, mean, var, noise_var):
 
 
 def expected_gaussian_nll(y, mean, var, noise_var):
-    """``-expected_gaussian_log_likelihood(y, mean, var, noise_var)`` (per example)."""
+    """``-expected_gaussian_log_likelihood(y, mean, var, noise_var)`` (per example).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> y, m = jnp.array([[1.0]]), jnp.array([[0.0]])
+      >>> print([round(float(e), 4) for e in expected_gaussian_nll(y, m, jnp.array([[1.0]]), noise_var=1.0)])
+      [1.9189]
+    """
     return -expected_gaussian_log_likelihood(y, mean, var, noise_var)
 
 
@@ -232,6 +271,15 @@ def probit_log_softmax(mean, var, method="pairwise"):
       directed graphical structures"; MacKay 1992, "The evidence framework applied to
       classification networks"; Lu, Ie & Sha 2020, "Mean-Field Approximation to
       Gaussian-Softmax Integral with Application to Uncertainty Estimation".
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> log_p = probit_log_softmax(jnp.array([2.0, 0.0]), jnp.array([0.0, 0.0]))
+      >>> print([round(float(e), 4) for e in jnp.exp(log_p)])  # zero variance: the softmax
+      [0.8808, 0.1192]
+      >>> p = jnp.exp(probit_log_softmax(jnp.array([2.0, 0.0]), jnp.array([10.0, 10.0])))
+      >>> bool(p[0] < 0.8808)  # logit variance pulls the probabilities towards 1/K
+      True
     """
     if method not in _PROBIT_METHODS:
         raise ValueError(f"method must be one of {_PROBIT_METHODS}, got {method!r}")
@@ -253,7 +301,13 @@ def probit_log_softmax(mean, var, method="pairwise"):
 
 
 def probit_softmax(mean, var, method="pairwise"):
-    """``exp(probit_log_softmax(mean, var, method))``: approximate expected class probabilities."""
+    """``exp(probit_log_softmax(mean, var, method))``: approximate expected class probabilities.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> print([round(float(e), 4) for e in probit_softmax(jnp.array([0.0, 0.0]), jnp.array([1.0, 3.0]))])
+      [0.5, 0.5]
+    """
     return jnp.exp(probit_log_softmax(mean, var, method))
 
 
@@ -278,6 +332,12 @@ def probit_categorical_nll(labels, mean, var, method="pairwise"):
 
     Returns:
       Array of shape ``(B,)`` (extra example axes are summed).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> nll = probit_categorical_nll(jnp.array([0]), jnp.array([[2.0, 0.0]]), jnp.zeros((1, 2)))
+      >>> print([round(float(e), 4) for e in nll])  # -log softmax([2, 0])[0]
+      [0.1269]
     """
     log_p = probit_log_softmax(mean, var, method)
     return _label_nll(labels, log_p)
@@ -304,6 +364,14 @@ def expected_categorical_nll_bound(labels, mean, var):
 
     Returns:
       Array of shape ``(B,)`` (extra example axes are summed).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> labels, m = jnp.array([0]), jnp.array([[2.0, 0.0]])
+      >>> print([round(float(e), 4) for e in expected_categorical_nll_bound(labels, m, jnp.zeros((1, 2)))])  # v = 0: cross-entropy
+      [0.1269]
+      >>> print([round(float(e), 4) for e in expected_categorical_nll_bound(labels, m, jnp.ones((1, 2)))])  # log(e^2.5 + e^0.5) - 2
+      [0.6269]
     """
     mean = _float(mean)
     if var is None:
@@ -317,11 +385,18 @@ def expected_categorical_nll_bound(labels, mean, var):
 
 
 def categorical_nll_from_logits(labels, logits):
-    """Per-example softmax cross-entropy ``-log softmax(logits)[label]`` (sampled/MAP outputs)."""
+    """Per-example softmax cross-entropy ``-log softmax(logits)[label]`` (sampled/MAP outputs).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> print([round(float(e), 4) for e in categorical_nll_from_logits(jnp.array([1, 0]), jnp.zeros((2, 4)))])  # log 4
+      [1.3863, 1.3863]
+    """
     return _label_nll(labels, jax.nn.log_softmax(_float(logits), axis=-1))
 
 
 def _label_nll(labels, log_p):
+    """``-log_p[label]`` per example; labels outside ``[0, K)`` raise (concrete) or give NaN (traced)."""
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
@@ -330,7 +405,9 @@ def _label_nll(labels, log_p):
             f"labels must have shape {log_p.shape[:-1]} (the logits' shape without the class "
             f"axis), got {labels.shape}"
         )
+    labels, valid = check_labels(labels, log_p.shape[-1])
     nll = -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    nll = jnp.where(valid, nll, jnp.nan)
     return _per_example_sum(nll)
 
 
@@ -353,6 +430,13 @@ def neg_log_prior(params, prior):
 
     Returns:
       A scalar.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> params = {'layer': {'weight_mu': jnp.array([[2.0]]), 'bias_mu': jnp.array([0.0])}}
+      >>> prior = {'layer': {'weight_mean': 0.0, 'weight_std': 1.0, 'bias_mean': 0.0, 'bias_std': 1.0}}
+      >>> print(float(neg_log_prior(params, prior)))  # 2^2 / 2
+      2.0
     """
     flat_params = traverse_util.flatten_dict(params)
     flat_prior = traverse_util.flatten_dict(prior) if prior else {}
@@ -376,6 +460,38 @@ def neg_log_prior(params, prior):
         term = jnp.square(value - mu0) / (2 * jnp.square(std0))
         total = total.astype(term.dtype) + jnp.sum(term)
     return total
+
+
+def _output_nll(out, y, likelihood, noise_var, probit_method, clt_categorical):
+    """Per-example NLL of one model output: the closed form for ``(mean, var)``, else a sample's."""
+    if isinstance(out, tuple):
+        mean, var = out
+        if likelihood == "gaussian":
+            return expected_gaussian_nll(y, mean, var, noise_var)
+        if clt_categorical == "bound":
+            return expected_categorical_nll_bound(y, mean, var)
+        return probit_categorical_nll(y, mean, var, probit_method)
+    if likelihood == "gaussian":
+        return gaussian_nll(y, out, noise_var)
+    return categorical_nll_from_logits(y, out)
+
+
+def _target_member_axis(y, out, likelihood, size):
+    """``None`` if an ensemble's targets are shared by the members, ``0`` if stacked per member."""
+    ref = out[0] if isinstance(out, tuple) else out
+    per_member = tuple(ref.shape) if likelihood == "gaussian" else tuple(ref.shape[:-1])
+    shared = per_member[1:]
+    y_shape = tuple(jnp.shape(y))
+    if y_shape == shared:
+        return None
+    if y_shape == per_member:
+        return 0
+    name = "outputs" if likelihood == "gaussian" else "logits"
+    raise ValueError(
+        f"targets y of shape {y_shape} do not fit an Ensemble of {size} members with {name} of "
+        f"shape {tuple(ref.shape)}: y must have shape {shared} (the same targets for every "
+        f"member) or {per_member} (one set per member); nothing is broadcast"
+    )
 
 
 def elbo_loss(
@@ -408,54 +524,96 @@ def elbo_loss(
       (MAP training: the negative log posterior per example).
 
     Any ``'kl'`` collection already in ``variables`` is dropped first, so stale KL values
-    never add up.
+    never add up. Targets must have exactly the output's shape (``'gaussian'``; a
+    ``BayesianMLP`` with one output has outputs ``(B, 1)``, so ``(B,)`` targets raise: use
+    ``y[:, None]``) or the logits' shape without the class axis (``'categorical'``).
+
+    **Ensembles** (:class:`~bayeslayers_jax.Ensemble`): each member ``m`` gets its own
+    per-example negative ELBO :math:`\mathcal{L}_m` (its own NLL and its own KL over ``N``),
+    and the loss is their *sum*
+
+    .. math::
+        \mathcal{L} = \sum_{m=1}^{M} \mathcal{L}_m, \qquad
+        rac{\partial\mathcal{L}}{\partial	heta_m} = rac{\partial\mathcal{L}_m}{\partial	heta_m},
+
+    so every member's gradient is exactly what it would get trained alone (elementwise
+    optimizers such as Adam then train the members independently; a global-norm clip would
+    couple them). The targets ``y`` are shared (the member's target shape) or stacked per
+    member (a leading axis of length ``M``); any other shape raises.
 
     Args:
-      model: a ``flax.linen`` module built from this package's layers (e.g. ``BayesianMLP``).
+      model: a ``flax.linen`` module built from this package's layers (e.g. ``BayesianMLP``),
+        or an :class:`~bayeslayers_jax.Ensemble` of such (or of plain Flax) modules.
       variables: its variables (``'params'`` and ``'prior'``).
       x: inputs, shape ``(B, ...)``.
-      y: targets: real values of the output's shape (``'gaussian'``) or integer labels of
-        shape ``(B,)`` (``'categorical'``).
+      y: targets: real values of the output's shape (``'gaussian'``) or integer labels in
+        ``[0, K)`` of shape ``(B,)`` (``'categorical'``).
       num_train_examples: ``N``, the training-set size.
       key: PRNG key of the ``'sample'`` stream (needed by sampling models unless ``map``).
       likelihood: ``'gaussian'`` or ``'categorical'``.
-      noise_var: observation-noise variance for ``'gaussian'``.
+      noise_var: observation-noise variance ``> 0`` for ``'gaussian'``.
       kl_weight: KL weight for annealing.
       map: train the MAP (means-only) model.
       probit_method: see :func:`probit_log_softmax` (with ``clt_categorical='probit'``).
       clt_categorical: ``'bound'`` or ``'probit'``: the categorical likelihood of CLT outputs.
 
     Returns:
-      ``(loss, aux)`` with ``aux = {'nll': mean NLL, 'kl': KL (or the negative log prior)}``.
+      ``(loss, aux)`` with ``aux = {'nll': mean NLL, 'kl': KL (or the negative log prior)}``;
+      for an ensemble ``aux['nll']`` and ``aux['kl']`` have shape ``(M,)`` (one per member)
+      and ``aux['loss']`` holds the members' losses :math:`\mathcal{L}_m`.
+
+    Raises:
+      ValueError: targets whose shape differs from the output's (no broadcasting), a
+        concrete ``noise_var`` that is not finite and > 0, concrete labels outside
+        ``[0, K)`` (traced ones give a NaN loss), an unknown ``likelihood``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, elbo_loss
+      >>> x, y = jnp.ones((8, 3)), jnp.zeros((8, 1))
+      >>> model = BayesianMLP((16, 1), layer_type='clt')
+      >>> v = model.init(jax.random.key(0), x)
+      >>> loss, aux = elbo_loss(model, v, x, y, num_train_examples=100, noise_var=0.1)
+      >>> loss.shape, sorted(aux)
+      ((), ['kl', 'nll'])
+      >>> ens = Ensemble(model, 3)
+      >>> ve = ens.init(jax.random.key(0), x)
+      >>> loss, aux = elbo_loss(ens, ve, x, y, num_train_examples=100, noise_var=0.1)
+      >>> aux['nll'].shape, aux['kl'].shape, bool(jnp.isclose(loss, aux['loss'].sum()))
+      ((3,), (3,), True)
     """
     if likelihood not in _LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
     if clt_categorical not in ("bound", "probit"):
         raise ValueError(f"clt_categorical must be 'bound' or 'probit', got {clt_categorical!r}")
+    if likelihood == "gaussian":
+        _check_noise_var(noise_var)  # up front, before the forward pass
     variables = without_kl(variables)
     kwargs: dict[str, Any] = {"map": True} if map else {}
     if key is not None and not map:
         kwargs["rngs"] = {"sample": key}
     out, state = model.apply(variables, x, mutable=["kl"], **kwargs)
+    nll_of = lambda o, t: _output_nll(o, t, likelihood, noise_var, probit_method, clt_categorical)  # noqa: E731
+    if not is_ensemble(model):
+        if map:
+            kl = neg_log_prior(variables["params"], variables.get("prior", {}))
+        else:
+            kl = total_kl(state.get("kl", {}))
+        nll = nll_of(out, y)
+        loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
+        return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
+    size = model.size
+    y_axis = _target_member_axis(y, out, likelihood, size)
+    nll = jax.vmap(nll_of, in_axes=(0, y_axis))(out, y)  # (M, B)
     if map:
-        kl = neg_log_prior(variables["params"], variables.get("prior", {}))
-    else:
-        kl = total_kl(state.get("kl", {}))
-    if isinstance(out, tuple):
-        mean, var = out
-        if likelihood == "gaussian":
-            nll = expected_gaussian_nll(y, mean, var, noise_var)
-        elif clt_categorical == "bound":
-            nll = expected_categorical_nll_bound(y, mean, var)
-        else:
-            nll = probit_categorical_nll(y, mean, var, probit_method)
-    else:
-        if likelihood == "gaussian":
-            nll = gaussian_nll(y, out, noise_var)
-        else:
-            nll = categorical_nll_from_logits(y, out)
-    loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
-    return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
+        kl = jax.vmap(neg_log_prior)(variables["params"], variables.get("prior", {}))
+    elif jax.tree_util.tree_leaves(state.get("kl", {})):
+        kl = total_kl(state["kl"], per_member=True)
+    else:  # no Bayesian layer (a deep ensemble of plain modules, CLT-Det): no KL
+        kl = jnp.zeros((size,), nll.dtype)
+    kl = kl.astype(nll.dtype)
+    losses = jax.vmap(neg_elbo, in_axes=(0, 0, None, None))(nll, kl, num_train_examples, kl_weight)
+    return jnp.sum(losses), {"nll": jnp.mean(nll, axis=1), "kl": kl, "loss": losses}
 
 
 def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **elbo_kwargs):
@@ -475,6 +633,19 @@ def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **
 
     Returns:
       ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, train_step
+      >>> x, y = jnp.ones((8, 3)), jnp.zeros((8, 1))
+      >>> model = Ensemble(BayesianMLP((16, 1), layer_type='clt'), 2)  # stacked priors work too
+      >>> v = model.init(jax.random.key(0), x)
+      >>> loss_fn = make_elbo_loss_fn(model, v, num_train_examples=100, noise_var=0.1)
+      >>> opt = optax.adam(1e-2)
+      >>> step = jax.jit(train_step(loss_fn, opt))
+      >>> params, opt_state, loss = step(v['params'], opt.init(v['params']), (x, y), jax.random.key(1))
+      >>> loss.shape
+      ()
     """
     unknown = set(elbo_kwargs) - {"likelihood", "noise_var", "kl_weight", "map", "probit_method", "clt_categorical"}
     if unknown:

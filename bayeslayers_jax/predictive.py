@@ -28,6 +28,18 @@ The model is called as ``model.apply(variables, x, ...)`` (pass ``BayesianMLP`` 
 module whose ``__call__`` takes the input first and accepts ``map=`` for MAP mode). Any
 ``'kl'`` collection in ``variables`` is ignored.
 
+**Ensembles** (:class:`~bayeslayers_jax.Ensemble`): the members form an equally weighted
+mixture :math:`p(y\mid x) = \frac1M\sum_m p_m(y\mid x)`. Its mean is the members' average
+and its epistemic variance adds the spread between the members to their own variances,
+
+.. math::
+    \mu = \frac1M\sum_m \mu_m, \qquad
+    \sigma^2_{\text{epi}} = \frac1M\sum_m \sigma^2_m + \frac1M\sum_m (\mu_m - \mu)^2
+
+(law of total variance; ``'map'``: :math:`\sigma^2_m = 0`, the deep-ensemble variance;
+``'sample'``: the ``num_samples`` draws of every member are pooled). Classifiers average the
+members' probabilities.
+
 Both functions are jit-compatible (the mode is resolved at trace time). A module with list
 fields (``BayesianMLP(features=[...])``) is not hashable, so it cannot be a static argument:
 close over it instead, e.g.
@@ -41,6 +53,10 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
+from bayeslayers_jax._checks import concrete_or_none
+from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import without_kl
 from bayeslayers_jax.objectives import probit_softmax
 
@@ -83,6 +99,14 @@ def detect_mode(model, variables, x):
     """``'clt'`` if ``model`` returns a ``(mean, var)`` tuple, else ``'sample'`` (abstract trace only).
 
     See the module docstring. Costs no FLOPs: it runs ``jax.eval_shape``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP
+      >>> x = jnp.ones((2, 3))
+      >>> clt, lr = BayesianMLP((4, 1), layer_type='clt'), BayesianMLP((4, 1), layer_type='lr')
+      >>> detect_mode(clt, clt.init(jax.random.key(0), x), x), detect_mode(lr, lr.init(jax.random.key(0), x), x)
+      ('clt', 'sample')
     """
     variables = without_kl(variables)
 
@@ -123,6 +147,24 @@ def _map_outputs(model, variables, x):
     return out[0] if isinstance(out, tuple) else out
 
 
+def _mixture(means, variances):
+    """Mean and variance of an equally weighted mixture over the leading (member) axis."""
+    return jnp.mean(means, axis=0), jnp.mean(variances, axis=0) + jnp.var(means, axis=0)
+
+
+def _pool_members(samples):
+    """``(S, M, ...)`` member samples as ``(S * M, ...)`` samples of the mixture."""
+    return jnp.reshape(samples, (-1,) + samples.shape[2:])
+
+
+def _check_noise_var(noise_var):
+    concrete = concrete_or_none(noise_var)
+    if concrete is not None and (
+        concrete.dtype.kind not in "biuf" or np.any(np.isnan(concrete)) or np.any(concrete < 0)
+    ):
+        raise ValueError(f"noise_var must be >= 0 (and not NaN), got {noise_var!r}")
+
+
 def _check_num_samples(num_samples):
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
@@ -147,25 +189,51 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
         broadcastable to the output).
 
     Returns:
-      A :class:`Predictive`.
+      A :class:`Predictive`. For an :class:`~bayeslayers_jax.Ensemble` (the mixture of its
+      members, see the module docstring) the arrays have the member's output shape (no
+      member axis); ``samples`` pools the members' draws, ``(num_samples * M,) + shape``, in
+      ``'sample'`` mode, and holds the ``M`` member outputs in ``'map'`` mode.
 
     Raises:
-      ValueError: for an unknown ``mode``, a bad ``num_samples``, or a sampling model
-        without ``key``.
+      ValueError: for an unknown ``mode``, a bad ``num_samples``, a sampling model
+        without ``key``, or a concrete ``noise_var`` that is negative or NaN.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, predictive
+      >>> x = jnp.linspace(-1, 1, 5)[:, None]
+      >>> model = BayesianMLP((16, 1), layer_type='lr')
+      >>> v = model.init(jax.random.key(0), x)
+      >>> p = predictive(model, v, x, key=jax.random.key(1), num_samples=32, noise_var=0.1)
+      >>> p.mean.shape, p.samples.shape, bool(jnp.all(p.total_var > p.epistemic_var))
+      ((5, 1), (32, 5, 1), True)
+      >>> ens = Ensemble(BayesianMLP((16, 1), layer_type='clt'), 4)
+      >>> pe = predictive(ens, ens.init(jax.random.key(0), x), x)
+      >>> pe.mean.shape, pe.epistemic_var.shape
+      ((5, 1), (5, 1))
     """
+    _check_noise_var(noise_var)
     variables = without_kl(variables)
     mode = _resolve_mode(model, variables, x, mode, key)
+    ensemble = is_ensemble(model)
     samples = None
     if mode == "sample":
         _check_num_samples(num_samples)
         samples = _sample_outputs(model, variables, x, key, num_samples)
+        if ensemble:
+            samples = _pool_members(samples)
         mean = jnp.mean(samples, axis=0)
         epistemic = jnp.var(samples, axis=0)
     elif mode == "clt":
         mean, epistemic = _clt_outputs(model, variables, x)
+        if ensemble:
+            mean, epistemic = _mixture(mean, epistemic)
     else:
         mean = _map_outputs(model, variables, x)
         epistemic = jnp.zeros_like(mean)
+        if ensemble:
+            samples = mean
+            mean, epistemic = _mixture(mean, epistemic)
     noise = jnp.broadcast_to(jnp.asarray(noise_var, mean.dtype), mean.shape)
     return Predictive(mean=mean, epistemic_var=epistemic, total_var=epistemic + noise, samples=samples)
 
@@ -189,24 +257,51 @@ def predictive_probs(
       probit_method: ``'pairwise'`` or ``'scaled'`` (see :func:`bayeslayers_jax.probit_log_softmax`).
 
     Returns:
-      A :class:`ClassPredictive`.
+      A :class:`ClassPredictive`. For an :class:`~bayeslayers_jax.Ensemble`, ``probs`` is the
+      average of the members' predictive probabilities (the mixture), and ``prob_samples``
+      pools the members' samples (``(num_samples * M, ..., K)``; in ``'map'`` mode the ``M``
+      members' softmaxes, so :func:`~bayeslayers_jax.mutual_information` gives the deep
+      ensemble's disagreement).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, predictive_probs
+      >>> x = jnp.ones((4, 2))
+      >>> model = BayesianMLP((8, 3), layer_type='clt')
+      >>> p = predictive_probs(model, model.init(jax.random.key(0), x), x)
+      >>> p.probs.shape, bool(jnp.allclose(p.probs.sum(-1), 1.0))
+      ((4, 3), True)
+      >>> ens = Ensemble(model, 5)
+      >>> pe = predictive_probs(ens, ens.init(jax.random.key(0), x), x, mode='map')
+      >>> pe.probs.shape, pe.prob_samples.shape
+      ((4, 3), (5, 4, 3))
     """
     variables = without_kl(variables)
     mode = _resolve_mode(model, variables, x, mode, key)
+    ensemble = is_ensemble(model)
     if mode == "sample":
         _check_num_samples(num_samples)
         logits = _sample_outputs(model, variables, x, key, num_samples)
         prob_samples = jax.nn.softmax(logits, axis=-1)
+        if ensemble:
+            prob_samples = _pool_members(prob_samples)
         return ClassPredictive(probs=jnp.mean(prob_samples, axis=0), prob_samples=prob_samples)
     if mode == "clt":
         mean, var = _clt_outputs(model, variables, x)
         probs = probit_softmax(mean, var, probit_method)
+        if ensemble:
+            probs = jnp.mean(probs, axis=0)
         prob_samples = None
         if key is not None:
             _check_num_samples(num_samples)
             eps = jax.random.normal(key, (num_samples,) + mean.shape, mean.dtype)
             logits = mean[None] + jnp.sqrt(var)[None] * eps
             prob_samples = jax.nn.softmax(logits, axis=-1)
+            if ensemble:
+                prob_samples = _pool_members(prob_samples)
         return ClassPredictive(probs=probs, prob_samples=prob_samples)
     logits = _map_outputs(model, variables, x)
-    return ClassPredictive(probs=jax.nn.softmax(logits, axis=-1), prob_samples=None)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if ensemble:
+        return ClassPredictive(probs=jnp.mean(probs, axis=0), prob_samples=probs)
+    return ClassPredictive(probs=probs, prob_samples=None)
