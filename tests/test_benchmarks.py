@@ -45,9 +45,9 @@ def smoke_run(tmp_path_factory):
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["JAX_PLATFORMS"] = "cpu"
     env["TMPDIR"] = str(tmp)
-    # Smoke numbers are not measurements: compile without LLVM optimization (about half the
-    # compile time, which dominates a smoke run).
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    # Compiled at XLA's default optimization level: --xla_backend_optimization_level=0 saved
+    # little here and its code gives NaN actor gradients in the SAC update with 2 LR critics
+    # (jitted only; the same update is finite eagerly and at the default level).
     before = sorted(os.listdir(RESULTS))
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke"],
