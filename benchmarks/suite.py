@@ -10,6 +10,11 @@ so every ratio (to Dense, and ours / ObjectRL) compares calls made under the sam
 Then the Monte Carlo predictive of the sampling methods (vmapped over keys), ensembles vmapped
 over members against the same members called one by one (:mod:`benchmarks.ensembles`), and
 the SAC-style update with ensembles of critics (:mod:`benchmarks.rl_update`).
+
+Order: the first shape (the RL shape by default) with its ensembles, then the SAC update,
+then the other shapes, so that under a soft time limit (``max_minutes``) the most used
+measurements come first; work that would start after the limit is skipped and listed in
+``meta['skipped']``.
 """
 
 from __future__ import annotations
@@ -247,9 +252,11 @@ def _time_group(calls: dict[str, Callable[[], Any]], cfg: Config) -> dict[str, t
     )
 
 
-def _torch_steps(shape: Shape, cfg: Config, torch_info: dict[str, Any], progress: _Progress
+def _torch_steps(shape: Shape, cfg: Config, torch_info: dict[str, Any], progress: _Progress,
+                 built: tuple[str, ...]
                  ) -> tuple[dict[tuple[str, str], torch_compare.TorchStep], list[dict[str, Any]]]:
-    """Builds (and for ``torch.compile`` compiles) the PyTorch train steps of one shape.
+    """Builds (and for ``torch.compile`` compiles) the PyTorch train steps of one shape, for
+    the methods in ``built`` (those our side built).
 
     Returns the steps by ``(method, impl)`` and records of the failures or skips.
     """
@@ -259,7 +266,7 @@ def _torch_steps(shape: Shape, cfg: Config, torch_info: dict[str, Any], progress
         return steps, failed
     start = time.perf_counter()
     for method in torch_compare.TORCH_METHODS:
-        if method not in cfg.run_methods:
+        if method not in built:
             continue
         impls = ["eager"]
         if cfg.torch_compile and method in cfg.torch_compile_methods:
@@ -309,8 +316,14 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
     holders: dict[str, dict[str, Any]] = {}
     nets: dict[str, models.Network] = {}
 
+    skipped: list[str] = []
     # Phase 1: build and compile.
     for method in cfg.run_methods:
+        reason = progress.out_of_time() if method != "dense" else None
+        if reason:
+            skipped.append(f"{shape.name} {method}: {reason}")
+            progress.note(f"{shape.name:<5} {method:<7} {reason}")
+            continue
         start = time.perf_counter()
         net = nets[method] = models.build_network(method, shape, k_net)
         variables = net.variables
@@ -341,7 +354,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
                       f"train step {compile_s[(method, 'train')]:.2f} s)")
     torch_steps, torch_records = ({}, [])
     if torch_info["status"] == "ok":
-        torch_steps, torch_records = _torch_steps(shape, cfg, torch_info, progress)
+        torch_steps, torch_records = _torch_steps(shape, cfg, torch_info, progress, tuple(nets))
     torch_names = {f"torch/{m}/{impl}": (m, impl) for (m, impl) in torch_steps}
 
     # Phase 2: timings, interleaved across methods (and PyTorch, for the train steps).
@@ -375,6 +388,10 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
     torch_steps.clear()
 
     mc: list[dict[str, Any]] = []
+    reason = progress.out_of_time()
+    if mc_calls and reason:
+        skipped.append(f"{shape.name} Monte Carlo: {reason}")
+        mc_calls = {}
     if mc_calls:
         timings = _time_group(mc_calls, cfg)
         for method, t in timings.items():
@@ -387,7 +404,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
         progress.step(f"{shape.name:<5} MC x{shape.mc_samples} " + ", ".join(
             f"{m} {shape.mc_samples / t.median_s:.1f} samples/s" for m, t in timings.items()))
     fwd_time = {r["method"]: r["median_s"] for r in records if r["mode"] == "forward"}
-    for method in cfg.run_methods:
+    for method in nets:
         if method in ANALYTIC_METHODS:
             mc.append({
                 "shape": shape.name, "method": method, "samples": None,
@@ -416,7 +433,8 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
                           f"{e['train']['vmapped_s'] * 1e3:.3f} ms / separate "
                           f"{e['train']['separate_s'] * 1e3:.3f} ms / one "
                           f"{e['train']['one_s'] * 1e3:.3f} ms")
-    return {"records": records, "mc": mc, "ensemble": ensemble, "torch": torch_records}
+    return {"records": records, "mc": mc, "ensemble": ensemble, "torch": torch_records,
+            "skipped": skipped}
 
 
 def _record(
@@ -557,25 +575,33 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
     torch_records: list[dict[str, Any]] = []
     peaks: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for shape in shapes:
+    rl_records: list[dict[str, Any]] = []
+
+    def run_sac() -> None:
+        if cfg.rl_update:
+            rl_records.extend(sac.run_rl_updates(
+                critics=cfg.run_rl_critics, members=cfg.rl_members, widths=cfg.rl_widths,
+                time_group=lambda calls: _time_group(calls, cfg), progress=progress, seed=cfg.seed,
+            ))
+
+    # Most important first, for the soft time limit: the first shape (the RL shape by
+    # default) with its ensembles, then the SAC update, then the other shapes.
+    for index, shape in enumerate(shapes):
         reason = progress.out_of_time()
         if reason:
             skipped.append(f"shape {shape.name}: {reason}")
             progress.note(f"shape {shape.name} {reason}")
-            continue
-        out = _bench_shape(shape, cfg, progress, torch_info)
-        records += out["records"]
-        mc += out["mc"]
-        ensemble += out["ensemble"]
-        torch_records += out["torch"]
-        peaks.append({"after_shape": shape.name, **memory.process_peak()})
+        else:
+            out = _bench_shape(shape, cfg, progress, torch_info)
+            records += out["records"]
+            mc += out["mc"]
+            ensemble += out["ensemble"]
+            torch_records += out["torch"]
+            skipped += out["skipped"]
+            peaks.append({"after_shape": shape.name, **memory.process_peak()})
+        if index == 0:
+            run_sac()
     _add_ratios(records)
-    rl_records: list[dict[str, Any]] = []
-    if cfg.rl_update:
-        rl_records = sac.run_rl_updates(
-            critics=cfg.run_rl_critics, members=cfg.rl_members, widths=cfg.rl_widths,
-            time_group=lambda calls: _time_group(calls, cfg), progress=progress, seed=cfg.seed,
-        )
     torch_result = dict(torch_info)
     if torch_info["status"] == "ok":
         torch_result["records"] = torch_records

@@ -8,6 +8,7 @@ evaluation, argument validation, and that the PyTorch comparison times the same 
 as the JAX side with ObjectRL's own layers (when torch and objectrl are installed).
 """
 
+import io
 import json
 import math
 import os
@@ -256,6 +257,23 @@ def test_evaluate_targets_reads_each_kind():
     gpu = {t["kind"]: t for t in evaluate_targets(_fake_results("gpu"))}
     assert gpu["ensemble_vs_one"]["measured"] == 3.0 and gpu["ensemble_vs_one"]["met"] is False
     assert evaluate_targets(_fake_results("tpu")) == []
+
+
+def test_time_limit_skips_work_and_reports_it():
+    """With a soft limit already spent, every unit of work is skipped and reported as
+    skipped: the results and the Markdown still come out, every target unmeasured."""
+    from benchmarks.report import markdown_report
+    from benchmarks.suite import run_suite
+
+    cfg = Config(shapes=("rl",), torch="off", max_minutes=0.0, rl_members=(2,), rl_widths=(128,))
+    results = run_suite(cfg, stream=io.StringIO())
+    assert results["records"] == [] and results["ensemble"] == []
+    assert results["meta"]["skipped"] and "time limit" in results["meta"]["skipped"][0]
+    assert {r["critic"] for r in results["rl_update"]} == {"dense", "lr", "clt"}
+    assert all("time limit" in r["skipped"] for r in results["rl_update"])
+    assert all(t["measured"] is None and t["met"] is None for t in results["targets"])
+    md = markdown_report(results)
+    assert "skipped" in md and "## Targets" in md
 
 
 def test_torch_comparison_reports_missing_torch(monkeypatch):
