@@ -179,6 +179,14 @@ def _rl_section(results: dict[str, Any]) -> list[str]:
                          "compile s", "losses finite"], rows) + [""]
 
 
+def _cache_note(torch: dict[str, Any]) -> str:
+    cache = torch.get("inductor_cache")
+    if not cache or not cache.get("fx_graph_cache"):
+        return ""
+    return (f" `compile s` is the first call, which reads inductor's on-disk cache "
+            f"(`{cache['dir']}`): small when an earlier run compiled the same graphs.")
+
+
 def _torch_section(results: dict[str, Any]) -> list[str]:
     torch = results["torch"]
     out = ["## PyTorch comparison: ObjectRL's own layers", ""]
@@ -190,7 +198,7 @@ def _torch_section(results: dict[str, Any]) -> list[str]:
             "`relu_moments` (as shipped it cannot backpropagate: in-place writes); "
             "`torch.compile` compiles the loss (AOTAutograd the backward), Adam eager; "
             "Dense = plain `nn.Linear`, eager. Timed interleaved with our train steps; "
-            "ours / ObjectRL below 1 means we are faster.", ""]
+            "ours / ObjectRL below 1 means we are faster." + _cache_note(torch), ""]
     ours = {(r["shape"], r["method"]): r["median_s"] for r in results["records"] if r["mode"] == "train"}
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in torch["records"]:

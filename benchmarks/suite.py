@@ -524,8 +524,21 @@ def _torch_info(cfg: Config, platform_name: str) -> dict[str, Any]:
     threads = torch_compare.configure_threads()
     # TF32 matmuls on GPUs, like XLA's default float32 precision there.
     torch.set_float32_matmul_precision("high")
+    inductor_cache = None
+    if cfg.torch_compile:
+        try:
+            import torch._inductor.config as inductor_config
+            from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+            inductor_cache = {"fx_graph_cache": bool(inductor_config.fx_graph_cache),
+                              "dir": cache_dir()}
+        except Exception:  # noqa: BLE001 - informational only
+            inductor_cache = None
     return {
         "status": "ok", "version": str(torch.__version__),
+        # torch.compile's first call reads compiled graphs from this on-disk cache when an
+        # earlier run on the machine compiled the same graphs: its "compile s" is then small.
+        "inductor_cache": inductor_cache,
         "objectrl": torch_compare.objectrl_version(),
         "device": "cuda" if use_cuda else "cpu", "threads": threads,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
