@@ -244,11 +244,12 @@ class _Progress:
         return None
 
 
-def _time_group(calls: dict[str, Callable[[], Any]], cfg: Config) -> dict[str, timing.Timing]:
+def _time_group(calls: dict[str, Callable[[], Any]], cfg: Config,
+                warm: dict[str, float] | None = None) -> dict[str, timing.Timing]:
     """Times a group of calls interleaved (budget ``cfg.budget_s`` per call in the group)."""
     return timing.time_interleaved(
         calls, budget_s=cfg.budget_s * len(calls), min_repeats=cfg.min_repeats,
-        max_repeats=cfg.max_repeats,
+        max_repeats=cfg.max_repeats, warm=warm,
     )
 
 
@@ -367,7 +368,9 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
         f"{m} {t.median_s * 1e3:.3f} ms" for m, t in fwd_t.items()))
     group = dict(train_calls)
     group.update({name: torch_steps[mi].call for name, mi in torch_names.items()})
-    train_t = _time_group(group, cfg)
+    # The PyTorch steps ran once when built: that call is their warm-up.
+    train_t = _time_group(group, cfg, warm={
+        name: torch_steps[mi].first_call_s for name, mi in torch_names.items()})
     for method in train_calls:
         t = train_t[method]
         r = _record(shape, method, "train", t, compile_s[(method, "train")], mem[(method, "train")])

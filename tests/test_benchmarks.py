@@ -21,7 +21,7 @@ import pytest
 
 from benchmarks.flops import METHODS, SHAPES, Shape, flop_ratio, matmul_flops
 from benchmarks.suite import TARGETS, Config, evaluate_targets
-from benchmarks.timing import time_call
+from benchmarks.timing import time_call, time_interleaved
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
@@ -184,6 +184,11 @@ def test_time_call_repeats_and_median():
     assert t.repeats == 3 and t.number == 1
     assert len(calls) == 1 + t.repeats * t.number
     assert t.min_s >= 0.02 and t.median_s >= t.min_s
+    # A call declared warm (it ran before, taking 20 ms) gets no warm-up call.
+    calls.clear()
+    t = time_interleaved({"c": call}, budget_s=0.0, min_repeats=2, sync=lambda _: None,
+                         warm={"c": 0.02})
+    assert len(calls) == t["c"].repeats * t["c"].number == 2
     with pytest.raises(ValueError, match="min_repeats"):
         time_call(call, budget_s=1.0, min_repeats=0)
     with pytest.raises(ValueError, match="budget_s"):
