@@ -25,7 +25,12 @@ other axis is summed):
 * :func:`probit_softmax` / :func:`probit_categorical_nll`: the probit approximation of the
   expected softmax for CLT classifiers.
 
-:func:`elbo_loss` puts it together for any model built from this package's layers.
+:func:`elbo_loss` puts it together for any model built from this package's layers, and for
+an :class:`~bayeslayers_jax.Ensemble` of them (the sum of the members' losses).
+
+**Shapes never broadcast.** Targets must have exactly the output's shape (labels: the logits'
+shape without the class axis); anything else raises ``ValueError`` naming both shapes. A
+``BayesianMLP`` with one output gives ``(B, 1)``: pass ``y[:, None]``, not ``(B,)`` targets.
 """
 
 from __future__ import annotations
@@ -462,6 +467,16 @@ def neg_log_prior(params, prior):
     return total
 
 
+def _as_inputs(x):
+    """The positional inputs of ``model.apply``: a tuple ``x`` is unpacked, anything else is one input.
+
+    This is how :func:`elbo_loss` and :func:`bayeslayers_jax.predictive` pass inputs to models
+    with several of them, e.g. ``x = (state, action)`` for a
+    :class:`~bayeslayers_jax.BayesianCritic`.
+    """
+    return x if isinstance(x, tuple) else (x,)
+
+
 def _output_nll(out, y, likelihood, noise_var, probit_method, clt_categorical):
     """Per-example NLL of one model output: the closed form for ``(mean, var)``, else a sample's."""
     if isinstance(out, tuple):
@@ -545,7 +560,8 @@ def elbo_loss(
       model: a ``flax.linen`` module built from this package's layers (e.g. ``BayesianMLP``),
         or an :class:`~bayeslayers_jax.Ensemble` of such (or of plain Flax) modules.
       variables: its variables (``'params'`` and ``'prior'``).
-      x: inputs, shape ``(B, ...)``.
+      x: inputs, shape ``(B, ...)``; a tuple is unpacked into several positional inputs
+        (``(state, action)`` for a :class:`~bayeslayers_jax.BayesianCritic`).
       y: targets: real values of the output's shape (``'gaussian'``) or integer labels in
         ``[0, K)`` of shape ``(B,)`` (``'categorical'``).
       num_train_examples: ``N``, the training-set size.
@@ -592,7 +608,7 @@ def elbo_loss(
     kwargs: dict[str, Any] = {"map": True} if map else {}
     if key is not None and not map:
         kwargs["rngs"] = {"sample": key}
-    out, state = model.apply(variables, x, mutable=["kl"], **kwargs)
+    out, state = model.apply(variables, *_as_inputs(x), mutable=["kl"], **kwargs)
     nll_of = lambda o, t: _output_nll(o, t, likelihood, noise_var, probit_method, clt_categorical)  # noqa: E731
     if not is_ensemble(model):
         if map:

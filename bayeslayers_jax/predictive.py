@@ -24,7 +24,8 @@ classifier. Three modes:
 sampling model (``'sample'``). MAP is never detected: ask for it with ``mode='map'``. A
 sampling model without ``key`` raises a ``ValueError``.
 
-The model is called as ``model.apply(variables, x, ...)`` (pass ``BayesianMLP`` or any
+The model is called as ``model.apply(variables, x, ...)`` (a tuple ``x`` is unpacked into
+several inputs, e.g. ``(state, action)`` of a critic; pass ``BayesianMLP`` or any
 module whose ``__call__`` takes the input first and accepts ``map=`` for MAP mode). Any
 ``'kl'`` collection in ``variables`` is ignored.
 
@@ -58,7 +59,7 @@ import numpy as np
 from bayeslayers_jax._checks import concrete_or_none
 from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import without_kl
-from bayeslayers_jax.objectives import probit_softmax
+from bayeslayers_jax.objectives import _as_inputs, probit_softmax
 
 __all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "detect_mode"]
 
@@ -111,7 +112,7 @@ def detect_mode(model, variables, x):
     variables = without_kl(variables)
 
     def apply(v, inputs):
-        return model.apply(v, inputs, rngs={"sample": jax.random.key(0)})
+        return model.apply(v, *_as_inputs(inputs), rngs={"sample": jax.random.key(0)})
 
     out = jax.eval_shape(apply, variables, x)
     return "clt" if isinstance(out, tuple) else "sample"
@@ -132,18 +133,18 @@ def _resolve_mode(model, variables, x, mode, key):
 
 def _sample_outputs(model, variables, x, key, num_samples):
     keys = jax.random.split(key, num_samples)
-    return jax.vmap(lambda k: model.apply(variables, x, rngs={"sample": k}))(keys)
+    return jax.vmap(lambda k: model.apply(variables, *_as_inputs(x), rngs={"sample": k}))(keys)
 
 
 def _clt_outputs(model, variables, x):
-    mean, var = model.apply(variables, x)
+    mean, var = model.apply(variables, *_as_inputs(x))
     if var is None:
         var = jnp.zeros_like(mean)
     return mean, var
 
 
 def _map_outputs(model, variables, x):
-    out = model.apply(variables, x, map=True)
+    out = model.apply(variables, *_as_inputs(x), map=True)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -181,7 +182,8 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
     Args:
       model: a ``flax.linen`` module built from this package's layers.
       variables: its variables (``'params'``, ``'prior'``).
-      x: inputs, shape ``(B, ...)``.
+      x: inputs, shape ``(B, ...)``; a tuple is unpacked into several positional inputs
+        (``(state, action)`` for a critic).
       key: PRNG key; required in ``'sample'`` mode, ignored otherwise.
       num_samples: Monte Carlo samples in ``'sample'`` mode (a static int ``>= 2``).
       mode: ``'sample'``, ``'clt'``, ``'map'`` or ``None`` to detect (see the module docstring).

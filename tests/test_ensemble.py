@@ -143,3 +143,104 @@ def test_bad_arguments_raise():
         Ensemble(lambda x: x, 2)
     with pytest.raises(ValueError, match="index"):
         member({"params": {"w": jnp.zeros((2, 3))}}, 2)
+
+
+# ------------------------------------------------------------ update_prior and total_kl
+from bayeslayers_jax import update_prior  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ens_vars():
+    mlp = BayesianMLP((8, 2), layer_type="clt", param_dtype=jnp.float64)
+    ens = Ensemble(mlp, M)
+    x = _x()
+    return mlp, ens, ens.init(jax.random.key(0), x), x
+
+
+def _member_kls(mlp, variables, x):
+    return np.array([float(total_kl(mlp.apply(member(variables, m), x, mutable=["kl"])[1]))
+                     for m in range(M)])
+
+
+def test_update_prior_on_an_ensemble_scalar_for_all_members(ens_vars):
+    mlp, ens, v, x = ens_vars
+    new = update_prior(v, "layers_1", weight_std=0.5, bias_mean=0.1)
+    np.testing.assert_array_equal(new["prior"]["layers_1"]["weight_std"], np.full(M, 0.5))
+    np.testing.assert_array_equal(new["prior"]["layers_1"]["bias_mean"], np.full(M, 0.1))
+    _, state = ens.apply(new, x, mutable=["kl"])  # the member axis is kept: vmapped call works
+    alone = [float(total_kl(mlp.apply(update_prior(member(v, m), "layers_1", weight_std=0.5, bias_mean=0.1),
+                                      x, mutable=["kl"])[1])) for m in range(M)]
+    np.testing.assert_allclose(total_kl(state, per_member=True), alone, rtol=1e-12)
+
+
+def test_update_prior_on_an_ensemble_per_member_values(ens_vars):
+    mlp, ens, v, x = ens_vars
+    stds = jnp.array([0.1, 1.0, 3.0], jnp.float64)
+    for value in (stds, stds[:, None, None]):
+        new = update_prior(v, "layers_0", weight_std=value)
+        np.testing.assert_array_equal(new["prior"]["layers_0"]["weight_std"], stds)
+        _, state = ens.apply(new, x, mutable=["kl"])
+        alone = [float(total_kl(mlp.apply(update_prior(member(v, m), "layers_0", weight_std=float(stds[m])),
+                                          x, mutable=["kl"])[1])) for m in range(M)]
+        np.testing.assert_allclose(total_kl(state, per_member=True), alone, rtol=1e-12)
+
+
+def test_update_prior_on_an_ensemble_arrays(ens_vars):
+    mlp, ens, v, x = ens_vars
+    shared = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, (8, 2)), jnp.float64)
+    new = update_prior(v, "layers_1", weight_std=shared)
+    assert new["prior"]["layers_1"]["weight_std"].shape == (M, 8, 2)
+    for m in range(M):
+        np.testing.assert_array_equal(new["prior"]["layers_1"]["weight_std"][m], shared)
+    per = jnp.asarray(np.random.default_rng(1).uniform(0.5, 2.0, (M, 8, 2)), jnp.float64)
+    new = update_prior(v, "layers_1", weight_std=per)
+    _, state = ens.apply(new, x, mutable=["kl"])
+    alone = [float(total_kl(mlp.apply(update_prior(member(v, m), "layers_1", weight_std=per[m]),
+                                      x, mutable=["kl"])[1])) for m in range(M)]
+    np.testing.assert_allclose(total_kl(state, per_member=True), alone, rtol=1e-12)
+
+
+def test_update_prior_on_an_ensemble_rejects_other_shapes(ens_vars):
+    _, _, v, _ = ens_vars
+    with pytest.raises(ValueError, match=r"weight_std of an ensemble layer .*got shape \(2,\)"):
+        update_prior(v, "layers_1", weight_std=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"got shape \(4, 8, 2\)"):
+        update_prior(v, "layers_1", weight_std=jnp.ones((4, 8, 2)))
+    with pytest.raises(ValueError, match="weight_std must be finite and > 0"):
+        update_prior(v, "layers_1", weight_std=jnp.array([1.0, 0.0, 1.0]))
+
+
+def test_update_prior_ambiguous_bias_shape_raises():
+    """A bias of 3 features in an ensemble of 3: shape (3,) could mean either form."""
+    ens = Ensemble(BayesianMLP((3,), layer_type="clt", param_dtype=jnp.float64), 3)
+    v = ens.init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match="ambiguous"):
+        update_prior(v, "layers_0", bias_std=jnp.array([1.0, 2.0, 3.0]))
+    new = update_prior(v, "layers_0", bias_std=jnp.array([[1.0], [2.0], [3.0]]))
+    np.testing.assert_array_equal(new["prior"]["layers_0"]["bias_std"], [1.0, 2.0, 3.0])
+    new = update_prior(v, "layers_0", bias_std=jnp.tile(jnp.array([1.0, 2.0, 3.0]), (3, 1)))
+    assert new["prior"]["layers_0"]["bias_std"].shape == (3, 3)
+
+
+def test_total_kl_per_member_errors():
+    with pytest.raises(ValueError, match="empty"):
+        total_kl({}, per_member=True)
+    with pytest.raises(ValueError, match="leading member axis"):
+        total_kl({"a": jnp.zeros(()), "b": jnp.zeros((3,))}, per_member=True)
+    with pytest.raises(ValueError, match="leading member axis"):
+        total_kl({"a": jnp.zeros((2,)), "b": jnp.zeros((3,))}, per_member=True)
+    f = jnp.arange(3.0)
+    np.testing.assert_allclose(total_kl({"a": f, "b": 2 * f}, per_member=True), 3 * f)
+
+
+def test_keyword_array_inputs_are_shared_under_jit():
+    mlp = BayesianMLP((8, 2), layer_type="clt", param_dtype=jnp.float64)
+    ens = Ensemble(mlp, M)
+    x = _x()
+    v = ens.init(jax.random.key(0), x)
+    var_in = 0.1 * jnp.ones_like(x)
+    mean, var = jax.jit(lambda v, x, s: ens.apply(v, x, var=s))(v, x, var_in)
+    for i in range(M):
+        m1, v1 = mlp.apply(member(v, i), x, var_in)
+        np.testing.assert_allclose(mean[i], m1, rtol=1e-13)
+        np.testing.assert_allclose(var[i], v1, rtol=1e-13)

@@ -149,3 +149,29 @@ def test_shape_and_type_errors():
         accuracy(f64([[0.5, 0.5]]), jnp.asarray([0, 1]))
     with pytest.raises(TypeError, match="labels"):
         brier_score(f64([[0.5, 0.5]]), f64([0.0]))
+
+
+@pytest.mark.parametrize("bad_label", [3, 7, -1])
+def test_labels_out_of_range_raise_when_concrete_and_give_nan_when_traced(bad_label):
+    probs = f64([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    labels = jnp.array([2, bad_label])
+    for fn in (accuracy, categorical_nll, brier_score, expected_calibration_error):
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, 3\).*{bad_label}"):
+            fn(probs, labels)
+        assert np.isnan(jax.jit(fn)(probs, labels)), fn.__name__
+        assert np.isfinite(jax.jit(fn)(probs, jnp.array([2, 0]))), fn.__name__
+
+
+def test_ece_of_an_empty_input_raises():
+    with pytest.raises(ValueError, match="at least one example"):
+        expected_calibration_error(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32))
+
+
+def test_regression_metrics_never_broadcast():
+    y, mean, var = f64([1.0, 2.0]), f64([[1.0], [2.0]]), f64([[1.0], [1.0]])
+    for fn, args in ((regression_nll, (y, mean, var)), (rmse, (y, mean)),
+                     (interval_coverage, (y, mean, var)), (calibration_error, (y, mean, var))):
+        with pytest.raises(ValueError, match=r"\(2,\).*\(2, 1\).*y\[\.\.\., None\]"):
+            fn(*args)
+    with pytest.raises(ValueError, match=r"`mean` \(2,\), `var` \(2, 1\)"):
+        regression_nll(f64([1.0, 2.0]), f64([1.0, 2.0]), var)

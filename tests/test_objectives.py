@@ -8,6 +8,7 @@ Monte Carlo).
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -226,3 +227,170 @@ def test_expected_categorical_nll_bound_brackets_the_monte_carlo_expectation():
     )
     with pytest.raises(ValueError, match="`mean` and `var`"):
         expected_categorical_nll_bound(labels, logits, jnp.zeros((3, 5)))
+
+
+# ----------------------------------------------------------------------------- ensembles
+import flax.linen as nn  # noqa: E402
+
+from bayeslayers_jax.ensemble import Ensemble, member  # noqa: E402
+
+M = 3
+
+
+class _DenseNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Dense(8, param_dtype=jnp.float64)(x))
+        return nn.Dense(2, param_dtype=jnp.float64)(h)
+
+
+def _ensemble_case(kind):
+    if kind == "dense":
+        return _DenseNet(), {}
+    layer_type, map_ = {"clt": ("clt", False), "cltdet": ("cltdet", False), "lr_map": ("lr", True),
+                        "clt_map": ("clt", True)}[kind]
+    return BayesianMLP((8, 2), layer_type=layer_type, param_dtype=jnp.float64), {"map": map_}
+
+
+@pytest.mark.parametrize("kind", ["clt", "cltdet", "lr_map", "clt_map", "dense"])
+@pytest.mark.parametrize("shared_targets", [True, False])
+def test_ensemble_loss_and_gradient_equal_each_member_alone(kind, shared_targets):
+    """The ensemble loss is the sum of the members' losses and member m's gradient is exactly
+    the gradient it gets trained alone (float64, 1e-10 relative)."""
+    module, kwargs = _ensemble_case(kind)
+    ens = Ensemble(module, M)
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (6, 4), jnp.float64)
+    y = jax.random.normal(ky, (6, 2) if shared_targets else (M, 6, 2), jnp.float64)
+    v = ens.init(jax.random.key(1), x)
+    common = dict(num_train_examples=50, noise_var=0.3, kl_weight=0.7, **kwargs)
+
+    def ens_loss(params):
+        return elbo_loss(ens, {**v, "params": params}, x, y, **common)
+
+    (loss, aux), grads = jax.value_and_grad(ens_loss, has_aux=True)(v["params"])
+    assert aux["nll"].shape == aux["kl"].shape == aux["loss"].shape == (M,)
+    np.testing.assert_allclose(loss, jnp.sum(aux["loss"]), rtol=1e-14)
+    for m in range(M):
+        vm = member(v, m)
+        ym = y if shared_targets else y[m]
+
+        def alone(params):
+            return elbo_loss(module, {**vm, "params": params}, x, ym, **common)
+
+        (loss_m, aux_m), grads_m = jax.value_and_grad(alone, has_aux=True)(vm["params"])
+        np.testing.assert_allclose(aux["loss"][m], loss_m, rtol=1e-10)
+        np.testing.assert_allclose(aux["nll"][m], aux_m["nll"], rtol=1e-10)
+        np.testing.assert_allclose(aux["kl"][m], aux_m["kl"], rtol=1e-10, atol=1e-300)
+        for g_ens, g_alone in zip(jax.tree_util.tree_leaves(member(grads, m)), jax.tree_util.tree_leaves(grads_m)):
+            np.testing.assert_allclose(g_ens, g_alone, rtol=1e-10, atol=1e-14)
+
+
+def test_ensemble_categorical_loss_equals_members_alone():
+    module = BayesianMLP((8, 3), layer_type="clt", param_dtype=jnp.float64)
+    ens = Ensemble(module, M)
+    x = jax.random.normal(jax.random.key(0), (6, 4), jnp.float64)
+    labels = jnp.array([0, 1, 2, 2, 1, 0])
+    v = ens.init(jax.random.key(1), x)
+    loss, aux = elbo_loss(ens, v, x, labels, num_train_examples=50, likelihood="categorical")
+    alone = [elbo_loss(module, member(v, m), x, labels, num_train_examples=50, likelihood="categorical")[0]
+             for m in range(M)]
+    np.testing.assert_allclose(loss, sum(alone), rtol=1e-12)
+    np.testing.assert_allclose(aux["loss"], jnp.stack(alone), rtol=1e-12)
+
+
+def test_ensemble_sampling_loss_uses_each_members_own_noise():
+    """LR ensemble: the per-member losses differ from each other even with identical members
+    (independent noise per member) and the total is their sum."""
+    module = BayesianMLP((8, 1), layer_type="lr", param_dtype=jnp.float64)
+    ens = Ensemble(module, 2)
+    x = jax.random.normal(jax.random.key(0), (16, 4), jnp.float64)
+    v = ens.init(jax.random.key(1), x)
+    v = jax.tree.map(lambda a: jnp.stack([a[0], a[0]]), v)
+    v["params"] = jax.tree_util.tree_map_with_path(
+        lambda p, a: a + 2.0 if "rho" in jax.tree_util.keystr(p) else a, v["params"])
+    loss, aux = elbo_loss(ens, v, x, jnp.zeros((16, 1)), num_train_examples=50, noise_var=0.1,
+                          key=jax.random.key(2))
+    assert abs(float(aux["nll"][0] - aux["nll"][1])) > 1e-6
+    np.testing.assert_allclose(aux["kl"][0], aux["kl"][1], rtol=1e-14)
+    np.testing.assert_allclose(loss, jnp.sum(aux["loss"]), rtol=1e-14)
+
+
+def test_make_elbo_loss_fn_with_stacked_priors_matches_elbo_loss():
+    module = BayesianMLP((8, 1), layer_type="clt", param_dtype=jnp.float64)
+    ens = Ensemble(module, M)
+    x = jax.random.normal(jax.random.key(0), (6, 4), jnp.float64)
+    y = jnp.zeros((6, 1), jnp.float64)
+    v = ens.init(jax.random.key(1), x)
+    loss_fn = make_elbo_loss_fn(ens, v, num_train_examples=50, noise_var=0.3, has_aux=True)
+    (loss, aux), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(v["params"], (x, y), jax.random.key(2))
+    ref, _ = elbo_loss(ens, v, x, y, num_train_examples=50, noise_var=0.3)
+    np.testing.assert_allclose(loss, ref, rtol=1e-12)
+    assert aux["kl"].shape == (M,)
+    assert grads["layers_0"]["weight_mu"].shape == (M, 4, 8)
+
+
+def test_ensemble_target_shape_errors_name_both_shapes():
+    module = BayesianMLP((8, 1), layer_type="clt", param_dtype=jnp.float64)
+    ens = Ensemble(module, M)
+    x = jnp.ones((6, 4), jnp.float64)
+    v = ens.init(jax.random.key(1), x)
+    for bad in [(6,), (M, 6), (2, 6, 1), (6, 1, 1)]:
+        with pytest.raises(ValueError, match=rf"{re.escape(str(bad))}.*\(3, 6, 1\)"):
+            elbo_loss(ens, v, x, jnp.zeros(bad), num_train_examples=10, noise_var=0.1)
+
+
+def test_target_output_shape_mismatch_raises_with_a_fix():
+    """(B,) targets against (B, 1) outputs (and the reverse, and a stray member axis) raise."""
+    module = BayesianMLP((8, 1), layer_type="clt", param_dtype=jnp.float64)
+    x = jnp.ones((6, 4), jnp.float64)
+    v = module.init(jax.random.key(1), x)
+    with pytest.raises(ValueError, match=r"\(6,\).*\(6, 1\).*y\[\.\.\., None\]"):
+        elbo_loss(module, v, x, jnp.zeros(6), num_train_examples=10, noise_var=0.1)
+    with pytest.raises(ValueError, match=r"\(6, 1\).*\(6,\)"):
+        gaussian_nll(jnp.zeros((6, 1)), jnp.zeros(6), 1.0)
+    with pytest.raises(ValueError, match=r"\(6, 1\).*\(3, 6, 1\).*ensemble"):
+        gaussian_nll(jnp.zeros((6, 1)), jnp.zeros((3, 6, 1)), 1.0)
+    with pytest.raises(ValueError, match=r"\(3, 6, 1\).*\(6, 1\)"):
+        expected_gaussian_nll(jnp.zeros((3, 6, 1)), jnp.zeros((6, 1)), None, 1.0)
+
+
+@pytest.mark.parametrize("noise_var", [0.0, -1.0, float("nan"), float("inf")])
+def test_noise_var_must_be_positive_and_finite(noise_var):
+    module = BayesianMLP((8, 1), layer_type="clt", param_dtype=jnp.float64)
+    x = jnp.ones((6, 4), jnp.float64)
+    v = module.init(jax.random.key(1), x)
+    with pytest.raises(ValueError, match="noise_var"):
+        elbo_loss(module, v, x, jnp.zeros((6, 1)), num_train_examples=10, noise_var=noise_var)
+    with pytest.raises(ValueError, match="noise_var"):
+        gaussian_nll(jnp.zeros((2, 1)), jnp.zeros((2, 1)), noise_var)
+    with pytest.raises(ValueError, match="noise_var"):
+        expected_gaussian_nll(jnp.zeros((2, 1)), jnp.zeros((2, 1)), None, jnp.asarray(noise_var))
+
+
+def test_noise_var_traced_is_not_checked_and_propagates_nan():
+    nll = jax.jit(lambda s: gaussian_nll(f64([[1.0]]), f64([[0.0]]), s))(f64(float("nan")))
+    assert np.isnan(nll[0])
+
+
+@pytest.mark.parametrize("bad_label", [3, 7, -1])
+def test_labels_out_of_range_raise_when_concrete_and_are_nan_when_traced(bad_label):
+    logits = jnp.zeros((2, 3), jnp.float64)
+    labels = jnp.array([0, bad_label])
+    for fn in (
+        lambda lab: categorical_nll_from_logits(lab, logits),
+        lambda lab: probit_categorical_nll(lab, logits, jnp.ones_like(logits)),
+        lambda lab: expected_categorical_nll_bound(lab, logits, jnp.ones_like(logits)),
+    ):
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, 3\).*{bad_label}"):
+            fn(labels)
+        traced = jax.jit(fn)(labels)
+        assert np.isfinite(traced[0]) and np.isnan(traced[1])
+    module = BayesianMLP((8, 3), layer_type="lr", param_dtype=jnp.float64)
+    x = jnp.ones((2, 4), jnp.float64)
+    v = module.init(jax.random.key(1), x)
+    with pytest.raises(ValueError, match="labels"):
+        elbo_loss(module, v, x, labels, num_train_examples=10, likelihood="categorical", map=True)
+    loss = jax.jit(lambda lab: elbo_loss(module, v, x, lab, num_train_examples=10,
+                                         likelihood="categorical", map=True)[0])(labels)
+    assert np.isnan(loss)

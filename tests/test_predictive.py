@@ -121,3 +121,98 @@ def test_predictive_probs(setup):
     np.testing.assert_allclose(
         np.asarray(mp.probs), np.asarray(jax.nn.softmax(models["clt"].apply(variables, x, map=True)[0])),
         rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- ensembles
+from bayeslayers_jax.ensemble import Ensemble, member  # noqa: E402
+
+M = 3
+
+
+@pytest.fixture(scope="module")
+def ensemble_setup():
+    x = jnp.asarray(np.random.default_rng(0).uniform(-2, 2, (6, 3)), jnp.float64)
+    modules = {t: BayesianMLP(features=(16, 3), layer_type=t, param_dtype=jnp.float64)
+               for t in ("bbb", "lr", "clt")}
+    ensembles = {t: Ensemble(m, M) for t, m in modules.items()}
+    variables = ensembles["lr"].init(jax.random.key(0), x)
+    rng = np.random.default_rng(2)
+    variables["params"] = jax.tree_util.tree_map_with_path(
+        lambda p, a: jnp.asarray(rng.uniform(-1.5, -0.5, a.shape), jnp.float64)
+        if "rho" in jax.tree_util.keystr(p) else a, variables["params"])
+    return modules, ensembles, variables, x
+
+
+def _hand_mixture(means, variances):
+    """The mixture's mean and variance by the law of total variance, member by member."""
+    means, variances = np.asarray(means), np.asarray(variances)
+    mean = sum(means) / len(means)
+    second_moment = sum(v + m**2 for m, v in zip(means, variances)) / len(means)
+    return mean, second_moment - mean**2
+
+
+def test_ensemble_clt_predictive_is_the_mixture_of_members(ensemble_setup):
+    modules, ensembles, variables, x = ensemble_setup
+    pred = predictive(ensembles["clt"], variables, x, noise_var=0.2)
+    members = [modules["clt"].apply(member(variables, m), x) for m in range(M)]
+    mean, var = _hand_mixture([o[0] for o in members], [o[1] for o in members])
+    assert pred.mean.shape == (6, 3) and pred.samples is None
+    np.testing.assert_allclose(pred.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(pred.epistemic_var, var, rtol=1e-10)
+    np.testing.assert_allclose(pred.total_var, var + 0.2, rtol=1e-10)
+    # The spread between members is part of the epistemic variance.
+    assert np.all(np.asarray(pred.epistemic_var) > np.mean([np.asarray(o[1]) for o in members], axis=0))
+
+
+def test_ensemble_map_predictive_is_the_deep_ensemble(ensemble_setup):
+    modules, ensembles, variables, x = ensemble_setup
+    pred = predictive(ensembles["bbb"], variables, x, mode="map", noise_var=0.2)
+    outs = np.stack([modules["bbb"].apply(member(variables, m), x, map=True) for m in range(M)])
+    mean, var = _hand_mixture(outs, np.zeros_like(outs))
+    np.testing.assert_allclose(pred.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(pred.epistemic_var, var, rtol=1e-10)
+    np.testing.assert_allclose(pred.samples, outs, rtol=1e-14)
+
+
+@pytest.mark.parametrize("layer_type", ["bbb", "lr"])
+def test_ensemble_sampled_predictive_matches_the_exact_mixture(ensemble_setup, layer_type):
+    """Pooled samples of every member against the mixture of the members' exact moments
+    (one hidden layer: the CLT moments are exact for LR and BBB), within 4 standard errors."""
+    modules, ensembles, variables, x = ensemble_setup
+    pred = jax.jit(lambda v, k: predictive(ensembles[layer_type], v, x, key=k, num_samples=S))(
+        variables, jax.random.key(5))
+    samples = np.asarray(pred.samples)
+    assert samples.shape == (S * M, 6, 3)
+    members = [modules["clt"].apply(member(variables, m), x) for m in range(M)]
+    mean, var = _hand_mixture([o[0] for o in members], [o[1] for o in members])
+    n = S * M
+    # Stratified sampling (S draws per member): the SE of the pooled mean is at most sqrt(var/n).
+    se_mean = np.sqrt(var / n)
+    m4 = ((samples - samples.mean(0)) ** 4).mean(0)
+    se_var = np.sqrt((m4 - samples.var(0) ** 2) / n)
+    assert np.all(np.abs(np.asarray(pred.mean) - mean) <= 4 * se_mean)
+    assert np.all(np.abs(np.asarray(pred.epistemic_var) - var) <= 4 * se_var)
+
+
+def test_ensemble_predictive_probs_average_the_members(ensemble_setup):
+    modules, ensembles, variables, x = ensemble_setup
+    members = [modules["clt"].apply(member(variables, m), x) for m in range(M)]
+    hand = sum(np.asarray(probit_softmax(mu, v)) for mu, v in members) / M
+    clt = predictive_probs(ensembles["clt"], variables, x, key=jax.random.key(1), num_samples=10)
+    np.testing.assert_allclose(clt.probs, hand, rtol=1e-12)
+    assert clt.prob_samples.shape == (10 * M, 6, 3)
+    mapped = predictive_probs(ensembles["clt"], variables, x, mode="map")
+    soft = np.stack([np.asarray(jax.nn.softmax(modules["clt"].apply(member(variables, m), x, map=True)[0]))
+                     for m in range(M)])
+    np.testing.assert_allclose(mapped.probs, soft.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(mapped.prob_samples, soft, rtol=1e-12)
+    sampled = predictive_probs(ensembles["lr"], variables, x, key=jax.random.key(1), num_samples=10)
+    assert sampled.prob_samples.shape == (10 * M, 6, 3)
+    np.testing.assert_allclose(sampled.probs, np.asarray(sampled.prob_samples).mean(0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("noise_var", [-5.0, -1e-12, float("nan")])
+def test_negative_or_nan_noise_var_raises(setup, noise_var):
+    models, variables, x = setup
+    with pytest.raises(ValueError, match="noise_var"):
+        predictive(models["clt"], variables, x, noise_var=noise_var)
