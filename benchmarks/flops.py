@@ -93,6 +93,7 @@ class Shape:
 
 SHAPES = {
     "rl": Shape("rl", 256, (24, 256, 256, 1), 64, "RL critic"),
+    "mid": Shape("mid", 1024, (64, 512, 512, 1), 16, "mid-size MLP"),
     "wide": Shape("wide", 4096, (512, 2048, 2048, 1), 4, "wide MLP"),
 }
 

@@ -7,10 +7,12 @@ times all methods through identical code:
 * ``forward(variables, x, key)``: one predictive pass. Dense and MAP ignore ``key``; BBB and
   LR draw their noise from it (``rngs={'sample': key}``); CLT and CLTDet return
   ``(mean, var)`` and need no key.
-* ``loss(params, rest, x, y, key)``: the training objective, the data term plus
-  ``kl_weight * KL`` where the KL is the sum of the ``'kl'`` collection the Bayesian layers
-  sow during the forward pass. The data term is the squared error for point predictions and
-  the expected squared error ``(mean - y)**2 + var`` for the CLT moment outputs.
+* ``loss(params, rest, x, y, key)``: the training objective a user writes with this package:
+  :func:`bayeslayers_jax.elbo_loss` with a Gaussian likelihood of noise variance
+  :data:`NOISE_VAR` and ``num_train_examples = batch`` (mean NLL + KL / B; the expected NLL
+  for the CLT moment outputs; MAP mode adds the negative log prior instead of the KL), and
+  :func:`bayeslayers_jax.gaussian_nll` for the Dense baseline. The PyTorch comparison
+  (:mod:`benchmarks.torch_compare`) computes the same loss.
 
 The baseline ``dense`` is a plain ``flax.linen.Dense`` + ReLU network of the same widths.
 MAP is the Bayesian network (BBB parameterization) called with ``map=True``.
@@ -27,19 +29,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bayeslayers_jax.layers import total_kl
 from bayeslayers_jax.mlp import BayesianMLP
+from bayeslayers_jax.objectives import elbo_loss, gaussian_nll
 
 from benchmarks.flops import METHODS, Shape
 
 __all__ = [
+    "NOISE_VAR",
     "DenseMLP",
     "Network",
     "build_network",
-    "make_ensemble_forward",
     "make_mc_forward",
     "make_train_step",
 ]
+
+#: Observation-noise variance of the Gaussian likelihood in every benchmark loss.
+NOISE_VAR = 1.0
 
 _LAYER_TYPE = {"map": "bbb", "bbb": "bbb", "lr": "lr", "clt": "clt", "cltdet": "cltdet"}
 
@@ -96,36 +101,47 @@ class Network:
         return {k: v for k, v in self.variables.items() if k != "params"}
 
 
-def _data_loss(out: Any, y: jax.Array) -> jax.Array:
-    """Squared error for point outputs, expected squared error for ``(mean, var)``."""
-    if isinstance(out, tuple):
-        mean, var = out
-        err = jnp.mean(jnp.square(mean - y))
-        return err if var is None else err + jnp.mean(var)
-    return jnp.mean(jnp.square(out - y))
-
-
 def build_network(
-    method: str, shape: Shape, key: jax.Array, *, kl_weight: float | None = None
+    method: str,
+    shape: Shape,
+    key: jax.Array,
+    *,
+    kl_weight: float | None = None,
+    ensemble_size: int | None = None,
 ) -> Network:
-    """Builds and initializes the network of ``method`` at ``shape``.
+    """Builds and initializes the network of ``method`` at ``shape`` (or an ensemble of it).
 
     Args:
       method: one of :data:`benchmarks.flops.METHODS`.
       shape: the benchmark shape.
       key: PRNG key for the initialization.
-      kl_weight: weight of the KL term in the loss; defaults to ``1 / batch``.
+      kl_weight: the ``num_train_examples`` of the ELBO is ``1 / kl_weight``; defaults to
+        the batch size (KL / B).
+      ensemble_size: ``None`` for one network; else the network is wrapped in
+        ``bayeslayers_jax.Ensemble(module, ensemble_size)``: the variables and outputs carry
+        a leading member axis, members draw independent noise, and the loss is the sum over
+        members of each member's loss (the ensemble-aware ``elbo_loss``).
 
     Returns:
       A :class:`Network`.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    weight = 1.0 / shape.batch if kl_weight is None else kl_weight
+    num_train = shape.batch if kl_weight is None else 1.0 / kl_weight
     example = jnp.zeros((shape.batch, shape.widths[0]), jnp.float32)
+    if method == "dense":
+        member: nn.Module = DenseMLP(features=tuple(shape.features))
+    else:
+        member = BayesianMLP(
+            features=tuple(shape.features), layer_type=_LAYER_TYPE[method], act="relu"
+        )
+    module = member
+    if ensemble_size is not None:
+        from bayeslayers_jax import Ensemble  # the ensembles feature; imported when used
+
+        module = Ensemble(member, ensemble_size)
 
     if method == "dense":
-        module = DenseMLP(features=tuple(shape.features))
 
         def init(k: jax.Array) -> dict[str, Any]:
             return dict(module.init(k, example))
@@ -134,13 +150,16 @@ def build_network(
             del k
             return module.apply(variables, x)
 
+        def member_nll(out: jax.Array, y: jax.Array) -> jax.Array:
+            return jnp.mean(gaussian_nll(y, out, NOISE_VAR))
+
         def loss(params: Any, rest: Any, x: jax.Array, y: jax.Array, k: jax.Array) -> jax.Array:
-            return _data_loss(forward({"params": params, **rest}, x, k), y)
+            out = forward({"params": params, **rest}, x, k)
+            if ensemble_size is None:
+                return member_nll(out, y)
+            return jnp.sum(jax.vmap(member_nll, in_axes=(0, None))(out, y))
 
     else:
-        module = BayesianMLP(
-            features=tuple(shape.features), layer_type=_LAYER_TYPE[method], act="relu"
-        )
         sampling = method in ("bbb", "lr")
         call_kwargs: dict[str, Any] = {"map": True} if method == "map" else {}
 
@@ -149,17 +168,17 @@ def build_network(
             variables = module.init({"params": k_params, "sample": k_sample}, example)
             return {name: value for name, value in variables.items() if name != "kl"}
 
-        def apply(variables: Any, x: jax.Array, k: jax.Array, **kwargs: Any) -> Any:
-            rngs = {"sample": k} if sampling else None
-            return module.apply(variables, x, rngs=rngs, **call_kwargs, **kwargs)
-
         def forward(variables: Any, x: jax.Array, k: jax.Array) -> Any:
-            return apply(variables, x, k)
+            rngs = {"sample": k} if sampling else None
+            return module.apply(variables, x, rngs=rngs, **call_kwargs)
 
         def loss(params: Any, rest: Any, x: jax.Array, y: jax.Array, k: jax.Array) -> jax.Array:
-            out, state = apply({"params": params, **rest}, x, k, mutable=["kl"])
-            kl = total_kl(state.get("kl", {}))
-            return _data_loss(out, y) + weight * kl
+            value, _ = elbo_loss(
+                module, {"params": params, **rest}, x, y, num_train_examples=num_train,
+                key=k if sampling else None, likelihood="gaussian", noise_var=NOISE_VAR,
+                map=method == "map",
+            )
+            return value
 
     return Network(
         method=method,
@@ -199,8 +218,3 @@ def make_mc_forward(network: Network) -> Callable[..., Any]:
         return jax.vmap(lambda k: network.forward(variables, x, k))(keys)
 
     return jax.jit(mc)
-
-
-def make_ensemble_forward(network: Network) -> Callable[..., Any]:
-    """Jitted ensemble forward ``(stacked_variables, x, keys)``, vmapped over members."""
-    return jax.jit(jax.vmap(network.forward, in_axes=(0, None, 0)))

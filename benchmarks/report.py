@@ -31,11 +31,31 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _limit(value: float) -> str:
+    if value < 1:
+        return f"1/{round(1 / value)}"
+    return f"{value:g}x"
+
+
 def _target_text(t: dict[str, Any]) -> str:
-    what = f"{t['platform'].upper()} {t['shape']}: {_NAMES[t['method']]} {t['mode']} step"
-    if t["kind"] == "ratio":
-        return f"{what} <= {t['limit']:g}x Dense"
-    return f"{what} >= {t['limit']:g}x faster than PyTorch eager"
+    plat, kind = t["platform"].upper(), t["kind"]
+    name = _NAMES[t["method"]]
+    if kind == "ratio":
+        return f"{plat} {t['shape']}: {name} train step <= {_limit(t['limit'])} Dense"
+    if kind == "vs_objectrl":
+        impl = "ObjectRL eager" if t["impl"] == "eager" else "ObjectRL + torch.compile"
+        amount = "" if t["limit"] == 1 else f"{_limit(t['limit'])} of "
+        return f"{plat} {t['shape']}: {name} train step <= {amount}{impl}"
+    if kind == "sac_ratio":
+        return (f"{plat} SAC update, {t['members']} {name} critics {t['width']} wide <= "
+                f"{_limit(t['limit'])} Dense critics")
+    if kind == "ensemble_speedup":
+        return (f"{plat} {t['shape']}: {t['members']} {name} networks vmapped >= "
+                f"{_limit(t['limit'])} faster than one by one ({t['mode']})")
+    if kind == "ensemble_vs_one":
+        return (f"{plat} {t['shape']}: train step of {t['members']} vmapped {name} networks <= "
+                f"{_limit(t['limit'])} one network's")
+    raise ValueError(f"unknown target kind {kind!r}")
 
 
 def markdown_report(results: dict[str, Any]) -> str:
@@ -48,6 +68,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         "",
         f"- date (UTC): {meta['started_utc']}; wall time {meta['wall_s']:.1f} s"
         + ("; **smoke run** (one repeat, not a measurement)" if cfg["smoke"] else ""),
+        *([f"- **note**: {meta['note']}"] if meta.get("note") else []),
+        *([f"- skipped: {'; '.join(meta['skipped'])}"] if meta.get("skipped") else []),
         f"- device: {info['platform']} `{info['device_kind']}` x{info['device_count']}; host "
         f"`{info['processor']}`, {info['cpu_count']} CPUs",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
@@ -81,16 +103,7 @@ def markdown_report(results: dict[str, Any]) -> str:
             rows,
         )
         out.append("")
-    if results["targets"]:
-        out += ["## Targets", ""]
-        rows = []
-        for t in results["targets"]:
-            measured = "-" if t["measured"] is None else f"{t['measured']:.2f}x"
-            met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-            rows.append([_target_text(t), measured, met])
-        out += _table(["target", "measured", "status"], rows) + [""]
-    else:
-        out += ["## Targets", "", f"No targets are defined for platform `{info['platform']}`.", ""]
+    out += _targets_section(results)
     out += ["## Monte Carlo predictive (vmapped over keys)", ""]
     rows = []
     for m in results["mc"]:
@@ -102,13 +115,8 @@ def markdown_report(results: dict[str, Any]) -> str:
                          f"{m['samples_per_s']:.1f}", f"{m['rows_per_s']:.3g}"])
     out += _table(["shape", "method", "samples per call", "ms per call", "samples/s",
                    "input rows x samples / s"], rows) + [""]
-    out += ["## Ensemble of networks: vmapped over parameter sets vs separate calls (forward)", ""]
-    rows = [[e["shape"], _NAMES[e["method"]], str(e["members"]), "skipped: " + e["skipped"], "-", "-"]
-            if "skipped" in e else
-            [e["shape"], _NAMES[e["method"]], str(e["members"]), _ms(e["vmapped_s"]),
-             _ms(e["separate_s"]), _x(e["speedup"])] for e in results["ensemble"]]
-    out += _table(["shape", "method", "members", "vmapped ms", "separate ms",
-                   "speedup of vmap"], rows) + [""]
+    out += _ensemble_section(results)
+    out += _rl_section(results)
     out += ["## Memory", ""]
     for p in results["memory"]["process_peaks"]:
         label = {"device_peak_bytes_in_use": "device peak bytes in use",
@@ -116,22 +124,101 @@ def markdown_report(results: dict[str, Any]) -> str:
         out.append(f"- after shape `{p['after_shape']}`: {label} {_mib(p['bytes'])} MiB")
     out += ["- per-step memory above: XLA buffer assignment of the compiled train step "
             "(arguments + outputs + temporaries - aliased donations)", ""]
-    torch = results["torch"]
-    out += ["## PyTorch comparison", ""]
-    if torch["status"] != "ok":
-        out += [f"PyTorch: {torch['status']}.", ""]
-    else:
-        out += [f"PyTorch {torch['version']} on `{torch['device']}` (own implementation of the "
-                "same math; `torch.compile` compiles the loss, Adam stays eager)", ""]
-        rows = []
-        for r in torch["records"]:
-            if "median_s" in r:
-                rows.append([r["shape"], _NAMES[r["method"]], r["mode"], r["impl"], _ms(r["median_s"]),
-                             _x(r.get("torch_over_jax"))])
-            else:
-                rows.append([r["shape"], _NAMES[r["method"]], r["mode"], r["impl"], r["error"], "-"])
-        out += _table(["shape", "method", "mode", "torch", "torch ms", "torch / JAX time"], rows) + [""]
+    out += _torch_section(results)
     return "\n".join(out)
+
+
+def _targets_section(results: dict[str, Any]) -> list[str]:
+    if not results["targets"]:
+        return ["## Targets", "", f"No targets are defined for platform "
+                f"`{results['device']['platform']}`.", ""]
+    rows = []
+    for t in results["targets"]:
+        measured = "-" if t["measured"] is None else f"{t['measured']:.2f}x"
+        met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        rows.append([_target_text(t), measured, met, t["source"]])
+    note = ("Ratios are times over times (ours / ObjectRL: below 1 means faster than ObjectRL); "
+            "speedups are separate / vmapped.")
+    return ["## Targets", "", note, ""] + _table(["target", "measured", "status", "source"], rows) + [""]
+
+
+def _ensemble_section(results: dict[str, Any]) -> list[str]:
+    out = ["## Ensembles: one vmapped call (`bayeslayers_jax.Ensemble`) vs the members one by one", ""]
+    if not results["ensemble"]:
+        return out + ["Not run.", ""]
+    rows = []
+    for e in results["ensemble"]:
+        if "skipped" in e:
+            rows.append([e["shape"], _NAMES[e["method"]], str(e["members"]), e["skipped"]] + ["-"] * 7)
+            continue
+        f, t = e["forward"], e["train"]
+        rows.append([e["shape"], _NAMES[e["method"]], str(e["members"]),
+                     _ms(f["vmapped_s"]), _ms(f["separate_s"]), _x(f["speedup"]),
+                     _ms(t["vmapped_s"]), _ms(t["separate_s"]), _ms(t["one_s"]),
+                     _x(t["speedup"]), _x(t["vmapped_over_one"])])
+    return out + _table(
+        ["shape", "method", "members", "forward vmapped ms", "forward separate ms", "speedup",
+         "train vmapped ms", "train separate ms", "train one network ms", "speedup",
+         "vmapped / one"], rows) + [""]
+
+
+def _rl_section(results: dict[str, Any]) -> list[str]:
+    out = ["## SAC update with an ensemble of critics (one jitted update: target, critic ELBO, "
+           "actor gradient through the critics, Adam on both, `optax.incremental_update`)", ""]
+    if not results["rl_update"]:
+        return out + ["Not run.", ""]
+    rows = []
+    for r in results["rl_update"]:
+        if "skipped" in r:
+            rows.append([str(r["members"]), str(r["width"]), _NAMES[r["critic"]], r["skipped"], "-", "-", "-"])
+            continue
+        rows.append([str(r["members"]), str(r["width"]), _NAMES[r["critic"]], _ms(r["median_s"]),
+                     _x(r["ratio_to_dense"]), f"{r['compile_s']:.2f}",
+                     "yes" if r["losses_finite"] else "NO"])
+    return out + _table(["critics", "width", "critic", "update ms", "x Dense critics",
+                         "compile s", "losses finite"], rows) + [""]
+
+
+def _cache_note(torch: dict[str, Any]) -> str:
+    cache = torch.get("inductor_cache")
+    if not cache or not cache.get("fx_graph_cache"):
+        return ""
+    return (f" `compile s` is the first call, which reads inductor's on-disk cache "
+            f"(`{cache['dir']}`): small when an earlier run compiled the same graphs.")
+
+
+def _torch_section(results: dict[str, Any]) -> list[str]:
+    torch = results["torch"]
+    out = ["## PyTorch comparison: ObjectRL's own layers", ""]
+    if torch["status"] != "ok":
+        return out + [f"PyTorch: {torch['status']}.", ""]
+    out += [f"PyTorch {torch['version']}, ObjectRL {torch.get('objectrl')}, on `{torch['device']}`, "
+            f"{torch['threads']} threads, `OMP_WAIT_POLICY={torch.get('omp_wait_policy')}`; train step = forward, KL, Gaussian NLL, backward, "
+            "`Adam(fused=True)`; ObjectRL's CLT through a `torch.where` twin of its "
+            "`relu_moments` (as shipped it cannot backpropagate: in-place writes); "
+            "`torch.compile` compiles the loss (AOTAutograd the backward), Adam eager; "
+            "Dense = plain `nn.Linear`, eager. Timed interleaved with our train steps; "
+            "ours / ObjectRL below 1 means we are faster." + _cache_note(torch), ""]
+    ours = {(r["shape"], r["method"]): r["median_s"] for r in results["records"] if r["mode"] == "train"}
+    by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in torch["records"]:
+        by_key.setdefault((r["shape"], r["method"]), {})[r["impl"]] = r
+    rows = []
+    for (shape, method), impls in by_key.items():
+        cells = [shape, _NAMES[method], _ms(ours.get((shape, method)))]
+        for impl in ("eager", "compile"):
+            r = impls.get(impl)
+            if r is None:
+                cells += ["-", "-"]
+            elif "error" in r:
+                cells += [r["error"], "-"]
+            else:
+                cells += [_ms(r["median_s"]), _x(r.get("ours_over_torch"))]
+        c = impls.get("compile")
+        cells.append(f"{c['first_call_s']:.1f}" if c and "first_call_s" in c else "-")
+        rows.append(cells)
+    return out + _table(["shape", "method", "ours ms", "ObjectRL eager ms", "ours / eager",
+                         "ObjectRL + compile ms", "ours / compile", "compile s"], rows) + [""]
 
 
 def result_stem(results: dict[str, Any]) -> str:

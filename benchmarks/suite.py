@@ -2,11 +2,19 @@
 
 For every selected shape and method (:data:`benchmarks.flops.METHODS`, the Dense baseline
 first) the suite initializes the network, compiles the forward pass and the train step ahead
-of time (compile time recorded apart), and times both with :func:`benchmarks.timing.time_call`
-in this one process. Ratios are taken against the Dense network of the same shape timed in the
-same run. Then it times the Monte Carlo predictive of the sampling methods (vmapped over keys),
-an ensemble of networks vmapped over parameter sets against separate calls, and optionally the
-PyTorch implementation.
+of time (compile time recorded apart), builds the PyTorch train steps of ObjectRL's own layers
+when torch and ObjectRL import (:mod:`benchmarks.torch_compare`; ``torch.compile`` compile
+time recorded apart), and times everything in this one process: the forward passes of all
+methods interleaved, then the train steps of all methods *and* the PyTorch steps interleaved,
+so every ratio (to Dense, and ours / ObjectRL) compares calls made under the same machine load.
+Then the Monte Carlo predictive of the sampling methods (vmapped over keys), ensembles vmapped
+over members against the same members called one by one (:mod:`benchmarks.ensembles`), and
+the SAC-style update with ensembles of critics (:mod:`benchmarks.rl_update`).
+
+Order: the first shape (the RL shape by default) with its ensembles, then the SAC update,
+then the other shapes, so that under a soft time limit (``max_minutes``) the most used
+measurements come first; work that would start after the limit is skipped and listed in
+``meta['skipped']``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import memory, models, timing, torch_compare
+from benchmarks import ensembles, memory, models, timing, torch_compare
+from benchmarks import rl_update as sac
 from benchmarks.flops import METHODS, SHAPES, Shape, flop_ratio, matmul_flops
 
 __all__ = ["Config", "TARGETS", "evaluate_targets", "run_suite"]
@@ -36,16 +45,46 @@ MC_METHODS = ("bbb", "lr")
 #: Sampling-free methods: one pass gives the predictive mean and variance.
 ANALYTIC_METHODS = ("clt", "cltdet")
 
-#: Performance targets, reported beside the measurements and never asserted in tests.
-#: ``kind`` is ``'ratio'`` (method time / Dense time, must be <= ``limit``) or
-#: ``'torch_speedup'`` (PyTorch eager time / JAX time, must be >= ``limit``).
-TARGETS = (
-    {"platform": "cpu", "shape": "rl", "method": "clt", "mode": "train", "kind": "ratio", "limit": 3.0},
-    {"platform": "cpu", "shape": "rl", "method": "bbb", "mode": "train", "kind": "ratio", "limit": 1.5},
-    {"platform": "cpu", "shape": "rl", "method": "lr", "mode": "train", "kind": "ratio", "limit": 2.5},
-    {"platform": "gpu", "shape": "rl", "method": "clt", "mode": "train", "kind": "ratio", "limit": 1.3},
-    {"platform": "gpu", "shape": "wide", "method": "clt", "mode": "train", "kind": "ratio", "limit": 3.2},
-    {"platform": "gpu", "shape": "rl", "method": "clt", "mode": "train", "kind": "torch_speedup", "limit": 10.0},
+
+def _objectrl_targets() -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {"platform": "cpu", "kind": "vs_objectrl", "shape": shape, "method": method,
+         "impl": impl, "limit": 1.0, "source": "issue 9 (1)"}
+        for shape in ("rl", "mid", "wide") for method in ("bbb", "lr", "clt")
+        for impl in ("eager", "compile")
+    )
+
+
+#: Performance targets (issues 8 and 9), reported beside the measurements and never asserted
+#: in tests. Kinds and what ``measured`` is:
+#:
+#: * ``ratio``: train-step time / Dense train-step time of the same shape, ``<= limit``;
+#: * ``vs_objectrl``: our train-step time / ObjectRL's (``impl`` eager or compile), ``<= limit``;
+#: * ``sac_ratio``: SAC update with ``members`` critics of type ``method``, ``width`` wide, /
+#:   the same update with Dense critics, ``<= limit``;
+#: * ``ensemble_speedup``: ``members`` separate calls / one vmapped call (``mode`` forward or
+#:   train), ``>= limit``;
+#: * ``ensemble_vs_one``: the vmapped train step of ``members`` networks / one network's train
+#:   step, ``<= limit``.
+TARGETS: tuple[dict[str, Any], ...] = (
+    {"platform": "cpu", "kind": "ratio", "shape": "rl", "method": "clt", "limit": 3.4, "source": "issue 9 (2)"},
+    {"platform": "cpu", "kind": "ratio", "shape": "rl", "method": "lr", "limit": 2.6, "source": "issue 9 (2)"},
+    {"platform": "cpu", "kind": "ratio", "shape": "rl", "method": "bbb", "limit": 1.6, "source": "issue 9 (2)"},
+    *_objectrl_targets(),
+    *({"platform": "cpu", "kind": "sac_ratio", "method": method, "members": 2, "width": width,
+       "limit": limit, "source": "issues 8, 9 (3)"}
+      for method, limit in (("clt", 3.0), ("lr", 2.5)) for width in (128, 256)),
+    *({"platform": "cpu", "kind": "ensemble_speedup", "shape": "rl", "method": method,
+       "mode": mode, "members": 10, "limit": 1.5, "source": "issue 8"}
+      for method in ("dense", "lr", "clt") for mode in ("forward", "train")),
+    {"platform": "gpu", "kind": "ratio", "shape": "rl", "method": "clt", "limit": 1.3, "source": "earlier release"},
+    {"platform": "gpu", "kind": "ratio", "shape": "wide", "method": "clt", "limit": 3.2, "source": "earlier release"},
+    {"platform": "gpu", "kind": "vs_objectrl", "shape": "rl", "method": "clt", "impl": "eager",
+     "limit": 1 / 12, "source": "issue 9 (GPU)"},
+    {"platform": "gpu", "kind": "vs_objectrl", "shape": "rl", "method": "clt", "impl": "compile",
+     "limit": 1 / 4, "source": "issue 9 (GPU)"},
+    {"platform": "gpu", "kind": "ensemble_vs_one", "shape": "rl", "method": "clt", "members": 10,
+     "limit": 2.5, "source": "issue 9 (GPU)"},
 )
 
 
@@ -60,47 +99,71 @@ class Config:
       budget_s: timing budget per measurement (seconds).
       min_repeats: minimum timed repeats per measurement.
       max_repeats: maximum timed repeats per measurement.
-      ensemble_size: networks in the ensemble benchmark.
-      ensemble_methods: methods for which the ensemble is timed.
-      ensemble_max_forward_s: an ensemble is skipped (and reported as skipped) when one
-        network's forward pass takes longer than this: it would only repeat the forward
-        timing ``ensemble_size`` times over (on a 2-core CPU at the wide shape, minutes).
-      torch: ``'auto'`` (compare when torch is importable) or ``'off'``.
-      torch_compile: attempt ``torch.compile`` when comparing with PyTorch.
+      ensemble_size: members of the ensemble scenario.
+      ensemble_methods: methods whose ensemble is timed.
+      ensemble_shapes: shapes at which ensembles are timed.
+      torch: ``'auto'`` (compare when torch and ObjectRL import) or ``'off'``.
+      torch_compile: also time ObjectRL under ``torch.compile``.
+      torch_compile_methods: methods timed under ``torch.compile``.
+      rl_update: run the SAC-update scenario.
+      rl_members: ensemble sizes (numbers of critics) of the SAC scenario.
+      rl_widths: hidden widths of the SAC scenario's critics.
+      rl_critics: critic types of the SAC scenario (``'dense'`` is the baseline).
+      max_minutes: soft wall-time limit: a unit of work (a shape, the PyTorch builds of a
+        shape, an ensemble, one SAC configuration) that would start after it is skipped and
+        reported as skipped. ``None``: no limit.
       seed: PRNG seed for data and parameters.
     """
 
-    shapes: tuple[str, ...] = ("rl", "wide")
+    shapes: tuple[str, ...] = ("rl", "mid", "wide")
     methods: tuple[str, ...] = METHODS
     smoke: bool = False
     budget_s: float = 1.0
     min_repeats: int = 3
     max_repeats: int = 50
     ensemble_size: int = 10
-    ensemble_methods: tuple[str, ...] = ("dense", "clt")
-    ensemble_max_forward_s: float = 0.25
+    ensemble_methods: tuple[str, ...] = ("dense", "lr", "clt")
+    ensemble_shapes: tuple[str, ...] = ("rl",)
     torch: str = "auto"
     torch_compile: bool = True
+    torch_compile_methods: tuple[str, ...] = torch_compare.REFERENCE_METHODS
+    rl_update: bool = True
+    rl_members: tuple[int, ...] = (2, 10)
+    rl_widths: tuple[int, ...] = (128, 256)
+    rl_critics: tuple[str, ...] = sac.CRITICS
+    max_minutes: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.shapes if s not in SHAPES]
+        unknown = [s for s in (*self.shapes, *self.ensemble_shapes) if s not in SHAPES]
         if unknown or not self.shapes:
             raise ValueError(f"shapes must be a non-empty subset of {sorted(SHAPES)}, got {self.shapes}")
         bad = [m for m in (*self.methods, *self.ensemble_methods) if m not in METHODS]
         if bad:
             raise ValueError(f"methods must be among {METHODS}, got {bad}")
+        bad = [m for m in self.torch_compile_methods if m not in torch_compare.TORCH_METHODS]
+        if bad:
+            raise ValueError(f"torch_compile_methods must be among {torch_compare.TORCH_METHODS}, got {bad}")
         if self.torch not in ("auto", "off"):
             raise ValueError(f"torch must be 'auto' or 'off', got {self.torch!r}")
         if self.ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {self.ensemble_size}")
+        bad = [c for c in self.rl_critics if c not in sac.CRITICS]
+        if bad:
+            raise ValueError(f"rl_critics must be among {sac.CRITICS}, got {bad}")
+        if any(m < 1 for m in self.rl_members) or any(w < 1 for w in self.rl_widths):
+            raise ValueError(f"rl_members and rl_widths must be positive, got {self.rl_members}, "
+                             f"{self.rl_widths}")
 
     @classmethod
     def smoke_config(cls, shapes: tuple[str, ...] = ("rl",), **kwargs: Any) -> "Config":
-        """Settings of ``--smoke``: every code path once, one repeat, no time budget; the
-        ensemble only for the Dense network unless ``ensemble_methods`` is given (compiling
-        the Bayesian train steps dominates a smoke run)."""
-        kwargs.setdefault("ensemble_methods", ("dense",))
+        """Settings of ``--smoke``: every code path once (one repeat, no time budget, no
+        ``torch.compile``): the ensembles of Dense and CLT networks and the SAC update with 2
+        critics 128 wide, unless given."""
+        kwargs.setdefault("ensemble_methods", ("dense", "clt"))
+        kwargs.setdefault("rl_members", (2,))
+        kwargs.setdefault("rl_widths", (128,))
+        kwargs.setdefault("ensemble_shapes", tuple(s for s in shapes if s == "rl") or shapes[:1])
         return cls(
             shapes=shapes, smoke=True, budget_s=0.0, min_repeats=1, max_repeats=1,
             torch_compile=False, **kwargs,
@@ -110,6 +173,11 @@ class Config:
     def run_methods(self) -> tuple[str, ...]:
         """Methods in table order, the Dense baseline always first."""
         return tuple(m for m in METHODS if m == "dense" or m in self.methods)
+
+    @property
+    def run_rl_critics(self) -> tuple[str, ...]:
+        """SAC critic types in table order, the Dense baseline always first."""
+        return tuple(c for c in sac.CRITICS if c == "dense" or c in self.rl_critics)
 
 
 def device_info() -> dict[str, Any]:
@@ -130,6 +198,7 @@ def device_info() -> dict[str, Any]:
             "optax": optax.__version__,
             "numpy": np.__version__,
             "torch": torch_compare.torch_version(),
+            "objectrl": torch_compare.objectrl_version() or "not installed",
         },
     }
 
@@ -150,13 +219,14 @@ def device_slug(info: dict[str, Any]) -> str:
 
 
 class _Progress:
-    """Numbered progress lines on stderr."""
+    """Numbered progress lines on stderr, and the soft wall-time limit."""
 
-    def __init__(self, total: int, stream: Any = sys.stderr) -> None:
+    def __init__(self, total: int, stream: Any = sys.stderr, max_minutes: float | None = None) -> None:
         self.total = total
         self.done = 0
         self.stream = stream
         self.start = time.perf_counter()
+        self.max_s = None if max_minutes is None else 60.0 * max_minutes
 
     def step(self, text: str) -> None:
         self.done += 1
@@ -167,22 +237,72 @@ class _Progress:
     def note(self, text: str) -> None:
         print(f"  {text}", file=self.stream, flush=True)
 
+    def out_of_time(self) -> str | None:
+        """The skip reason once the soft limit has passed, else ``None``."""
+        if self.max_s is not None and time.perf_counter() - self.start > self.max_s:
+            return f"skipped: past the {self.max_s / 60:g} min time limit (--max-minutes)"
+        return None
 
-def _time_group(calls: dict[str, Callable[[], Any]], cfg: Config) -> dict[str, timing.Timing]:
+
+def _time_group(calls: dict[str, Callable[[], Any]], cfg: Config,
+                warm: dict[str, float] | None = None) -> dict[str, timing.Timing]:
     """Times a group of calls interleaved (budget ``cfg.budget_s`` per call in the group)."""
     return timing.time_interleaved(
         calls, budget_s=cfg.budget_s * len(calls), min_repeats=cfg.min_repeats,
-        max_repeats=cfg.max_repeats,
+        max_repeats=cfg.max_repeats, warm=warm,
     )
 
 
-def _bench_shape(shape: Shape, cfg: Config, progress: _Progress) -> dict[str, list[dict[str, Any]]]:
-    """All JAX measurements of one shape.
+def _torch_steps(shape: Shape, cfg: Config, torch_info: dict[str, Any], progress: _Progress,
+                 built: tuple[str, ...]
+                 ) -> tuple[dict[tuple[str, str], torch_compare.TorchStep], list[dict[str, Any]]]:
+    """Builds (and for ``torch.compile`` compiles) the PyTorch train steps of one shape, for
+    the methods in ``built`` (those our side built).
+
+    Returns the steps by ``(method, impl)`` and records of the failures or skips.
+    """
+    steps: dict[tuple[str, str], torch_compare.TorchStep] = {}
+    failed: list[dict[str, Any]] = []
+    if torch_info["status"] != "ok":
+        return steps, failed
+    start = time.perf_counter()
+    for method in torch_compare.TORCH_METHODS:
+        if method not in built:
+            continue
+        impls = ["eager"]
+        if cfg.torch_compile and method in cfg.torch_compile_methods:
+            impls.append("compile")
+        for impl in impls:
+            base = {"shape": shape.name, "method": method, "impl": impl}
+            reason = progress.out_of_time() if impl == "compile" else None
+            if reason:
+                failed.append({**base, "error": reason})
+                continue
+            try:
+                step = torch_compare.build_train_step(method, shape, impl=impl,
+                                                      device=torch_info["device"], seed=cfg.seed)
+            except Exception as err:  # noqa: BLE001 - report, do not abort the suite
+                message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+                failed.append({**base, "error": message})
+                progress.note(f"torch {shape.name:<5} {method:<5} {impl:<7} failed: {message}")
+                continue
+            steps[(method, impl)] = step
+            progress.note(f"torch {shape.name:<5} {method:<5} {impl:<7} first call "
+                          f"{step.first_call_s:.2f} s")
+    progress.step(f"{shape.name:<5} PyTorch (ObjectRL layers) built in "
+                  f"{time.perf_counter() - start:.1f} s: {len(steps)} steps")
+    return steps, failed
+
+
+def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dict[str, Any]
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """All measurements of one shape.
 
     Phase 1 builds and compiles everything of every method (compile time and XLA memory are
-    recorded here). Phase 2 times the forward passes of all methods interleaved, then the
-    train steps, then the Monte Carlo predictives, then each ensemble (vmapped and separate
-    interleaved), so every ratio compares calls that ran under the same machine load.
+    recorded here), then the PyTorch steps. Phase 2 times the forward passes of all methods
+    interleaved, then the train steps of all methods and all PyTorch steps interleaved, then
+    the Monte Carlo predictives, then each ensemble (vmapped and separate interleaved), so
+    every ratio compares calls that ran under the same machine load.
     """
     key = jax.random.PRNGKey(cfg.seed)
     k_x, k_y, k_net, k_fwd, k_state = jax.random.split(key, 5)
@@ -192,15 +312,21 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress) -> dict[str, li
     fwd_calls: dict[str, Callable[[], Any]] = {}
     train_calls: dict[str, Callable[[], Any]] = {}
     mc_calls: dict[str, Callable[[], Any]] = {}
-    ens_calls: dict[str, dict[str, Callable[[], Any]]] = {}
     compile_s: dict[tuple[str, str], float] = {}
     mem: dict[tuple[str, str], Any] = {}
     holders: dict[str, dict[str, Any]] = {}
+    nets: dict[str, models.Network] = {}
 
+    skipped: list[str] = []
     # Phase 1: build and compile.
     for method in cfg.run_methods:
+        reason = progress.out_of_time() if method != "dense" else None
+        if reason:
+            skipped.append(f"{shape.name} {method}: {reason}")
+            progress.note(f"{shape.name:<5} {method:<7} {reason}")
+            continue
         start = time.perf_counter()
-        net = models.build_network(method, shape, k_net)
+        net = nets[method] = models.build_network(method, shape, k_net)
         variables = net.variables
         fwd, compile_s[(method, "forward")] = timing.compile_jitted(
             jax.jit(net.forward), variables, x, k_fwd)
@@ -224,36 +350,51 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress) -> dict[str, li
             mc_fn, compile_s[(method, "mc")] = timing.compile_jitted(
                 models.make_mc_forward(net), variables, x, keys)
             mc_calls[method] = lambda c=mc_fn, v=variables, k=keys: c(v, x, k)
-        if method in cfg.ensemble_methods:
-            size = cfg.ensemble_size
-            stacked = jax.jit(jax.vmap(net.init))(jax.random.split(k_net, size))
-            fwd_keys = jax.random.split(k_fwd, size)
-            vmapped, compile_s[(method, "ensemble")] = timing.compile_jitted(
-                models.make_ensemble_forward(net), stacked, x, fwd_keys)
-            members = [jax.tree_util.tree_map(lambda a, i=i: a[i], stacked) for i in range(size)]
-            ens_calls[method] = {
-                "vmapped": lambda c=vmapped, s=stacked, k=fwd_keys: c(s, x, k),
-                # The same compiled single-network forward, called once per member.
-                "separate": lambda c=fwd, m=members, k=fwd_keys: [c(v, x, kk) for v, kk in zip(m, k)],
-            }
         progress.step(f"{shape.name:<5} {method:<7} built and compiled in "
                       f"{time.perf_counter() - start:.2f} s (forward {compile_s[(method, 'forward')]:.2f} s, "
                       f"train step {compile_s[(method, 'train')]:.2f} s)")
+    torch_steps, torch_records = ({}, [])
+    if torch_info["status"] == "ok":
+        torch_steps, torch_records = _torch_steps(shape, cfg, torch_info, progress, tuple(nets))
+    torch_names = {f"torch/{m}/{impl}": (m, impl) for (m, impl) in torch_steps}
 
-    # Phase 2: timings, interleaved across methods.
+    # Phase 2: timings, interleaved across methods (and PyTorch, for the train steps).
     records: list[dict[str, Any]] = []
-    for mode, calls in (("forward", fwd_calls), ("train", train_calls)):
-        timings = _time_group(calls, cfg)
-        for method, t in timings.items():
-            records.append(_record(shape, method, mode, t, compile_s[(method, mode)], mem[(method, mode)]))
-        progress.step(f"{shape.name:<5} {mode:<7} " + ", ".join(
-            f"{m} {t.median_s * 1e3:.3f} ms" for m, t in timings.items()))
-    for r in records:
-        if r["mode"] == "train":
-            r["final_loss_finite"] = bool(np.isfinite(float(train_calls[r["method"]]())))
+    fwd_t = _time_group(fwd_calls, cfg)
+    for method, t in fwd_t.items():
+        records.append(_record(shape, method, "forward", t, compile_s[(method, "forward")],
+                               mem[(method, "forward")]))
+    progress.step(f"{shape.name:<5} forward " + ", ".join(
+        f"{m} {t.median_s * 1e3:.3f} ms" for m, t in fwd_t.items()))
+    group = dict(train_calls)
+    group.update({name: torch_steps[mi].call for name, mi in torch_names.items()})
+    # The PyTorch steps ran once when built: that call is their warm-up.
+    train_t = _time_group(group, cfg, warm={
+        name: torch_steps[mi].first_call_s for name, mi in torch_names.items()})
+    for method in train_calls:
+        t = train_t[method]
+        r = _record(shape, method, "train", t, compile_s[(method, "train")], mem[(method, "train")])
+        r["final_loss_finite"] = bool(np.isfinite(float(train_calls[method]())))
+        records.append(r)
+    jax_train = {m: train_t[m].median_s for m in train_calls}
+    for name, (method, impl) in torch_names.items():
+        t, step = train_t[name], torch_steps[(method, impl)]
+        torch_records.append({
+            "shape": shape.name, "method": method, "impl": impl, "median_s": t.median_s,
+            "timing": t.as_dict(), "first_call_s": step.first_call_s,
+            "final_loss_finite": bool(np.isfinite(step.last_loss())),
+            "ours_over_torch": jax_train[method] / t.median_s if method in jax_train else None,
+        })
+    progress.step(f"{shape.name:<5} train   " + ", ".join(
+        f"{m} {t.median_s * 1e3:.3f} ms" for m, t in train_t.items()))
     holders.clear()
+    torch_steps.clear()
 
     mc: list[dict[str, Any]] = []
+    reason = progress.out_of_time()
+    if mc_calls and reason:
+        skipped.append(f"{shape.name} Monte Carlo: {reason}")
+        mc_calls = {}
     if mc_calls:
         timings = _time_group(mc_calls, cfg)
         for method, t in timings.items():
@@ -266,7 +407,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress) -> dict[str, li
         progress.step(f"{shape.name:<5} MC x{shape.mc_samples} " + ", ".join(
             f"{m} {shape.mc_samples / t.median_s:.1f} samples/s" for m, t in timings.items()))
     fwd_time = {r["method"]: r["median_s"] for r in records if r["mode"] == "forward"}
-    for method in cfg.run_methods:
+    for method in nets:
         if method in ANALYTIC_METHODS:
             mc.append({
                 "shape": shape.name, "method": method, "samples": None,
@@ -276,26 +417,27 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress) -> dict[str, li
             })
 
     ensemble: list[dict[str, Any]] = []
-    for method, calls in ens_calls.items():
-        if fwd_time[method] > cfg.ensemble_max_forward_s:
-            reason = (f"one forward pass takes {fwd_time[method]:.2f} s > "
-                      f"{cfg.ensemble_max_forward_s:g} s (--ensemble-max-forward)")
-            ensemble.append({"shape": shape.name, "method": method,
-                             "members": cfg.ensemble_size, "skipped": reason})
-            progress.step(f"{shape.name:<5} {method:<7} ensemble skipped: {reason}")
-            continue
-        timings = _time_group(calls, cfg)
-        t_vmap, t_sep = timings["vmapped"], timings["separate"]
-        ensemble.append({
-            "shape": shape.name, "method": method, "members": cfg.ensemble_size,
-            "vmapped_s": t_vmap.median_s, "separate_s": t_sep.median_s,
-            "speedup": t_sep.median_s / t_vmap.median_s,
-            "compile_s": compile_s[(method, "ensemble")],
-            "timing_vmapped": t_vmap.as_dict(), "timing_separate": t_sep.as_dict(),
-        })
-        progress.step(f"{shape.name:<5} {method:<7} ensemble x{cfg.ensemble_size}: vmapped "
-                      f"{t_vmap.median_s * 1e3:.3f} ms, separate {t_sep.median_s * 1e3:.3f} ms")
-    return {"records": records, "mc": mc, "ensemble": ensemble}
+    if shape.name in cfg.ensemble_shapes:
+        for method in cfg.ensemble_methods:
+            if method not in nets:
+                continue
+            reason = progress.out_of_time()
+            if reason:
+                ensemble.append({"shape": shape.name, "method": method,
+                                 "members": cfg.ensemble_size, "skipped": reason})
+                progress.step(f"{shape.name:<5} {method:<7} ensemble {reason}")
+                continue
+            e = ensembles.bench_ensemble(nets[method], shape, cfg.ensemble_size, (x, y), tx,
+                                         (k_net, k_fwd, k_state), lambda calls: _time_group(calls, cfg))
+            ensemble.append(e)
+            progress.step(f"{shape.name:<5} {method:<7} ensemble x{cfg.ensemble_size}: forward "
+                          f"vmapped {e['forward']['vmapped_s'] * 1e3:.3f} ms / separate "
+                          f"{e['forward']['separate_s'] * 1e3:.3f} ms; train vmapped "
+                          f"{e['train']['vmapped_s'] * 1e3:.3f} ms / separate "
+                          f"{e['train']['separate_s'] * 1e3:.3f} ms / one "
+                          f"{e['train']['one_s'] * 1e3:.3f} ms")
+    return {"records": records, "mc": mc, "ensemble": ensemble, "torch": torch_records,
+            "skipped": skipped}
 
 
 def _record(
@@ -321,39 +463,90 @@ def _add_ratios(records: list[dict[str, Any]]) -> None:
         r["vs_flop_limit"] = ratio / r["flop_ratio"]
 
 
+def _measure_target(target: dict[str, Any], results: dict[str, Any]) -> float | None:
+    """The measured value of one target, or ``None`` when it was not measured."""
+    kind = target["kind"]
+    if kind == "ratio":
+        for r in results["records"]:
+            if (r["shape"], r["method"], r["mode"]) == (target["shape"], target["method"], "train"):
+                return r["ratio_to_dense"]
+    elif kind == "vs_objectrl":
+        for r in results["torch"].get("records", []):
+            if ((r["shape"], r["method"], r["impl"]) == (target["shape"], target["method"], target["impl"])
+                    and r.get("ours_over_torch") is not None):
+                return r["ours_over_torch"]
+    elif kind == "sac_ratio":
+        for r in results["rl_update"]:
+            if ((r["critic"], r["members"], r["width"]) == (target["method"], target["members"], target["width"])
+                    and "ratio_to_dense" in r):
+                return r["ratio_to_dense"]
+    elif kind in ("ensemble_speedup", "ensemble_vs_one"):
+        for e in results["ensemble"]:
+            if ((e["shape"], e["method"], e["members"]) != (target["shape"], target["method"], target["members"])
+                    or "skipped" in e):
+                continue
+            if kind == "ensemble_vs_one":
+                return e["train"]["vmapped_s"] / e["train"]["one_s"]
+            return e[target["mode"]]["speedup"]
+    else:
+        raise ValueError(f"unknown target kind {kind!r}")
+    return None
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Targets of this platform with the measured value and whether each is met.
 
-    A target whose shape or method was not run, or that needs PyTorch when it is missing, is
+    A target whose measurement was not run (shape, method, PyTorch or scenario missing) is
     reported with ``measured = None`` and ``met = None``.
     """
     plat = results["device"]["platform"]
-    times = {(r["shape"], r["method"], r["mode"]): r for r in results["records"]}
-    torch_times = {}
-    if results.get("torch", {}).get("status") == "ok":
-        torch_times = {
-            (r["shape"], r["method"], r["mode"]): r["median_s"]
-            for r in results["torch"]["records"]
-            if r["impl"] == "eager" and "median_s" in r
-        }
     out = []
     for target in TARGETS:
         if target["platform"] != plat:
             continue
-        k = (target["shape"], target["method"], target["mode"])
-        measured = None
-        if target["kind"] == "ratio" and k in times:
-            measured = times[k]["ratio_to_dense"]
-        elif target["kind"] == "torch_speedup" and k in times and k in torch_times:
-            measured = torch_times[k] / times[k]["median_s"]
+        measured = _measure_target(target, results)
         if measured is None:
             met = None
-        elif target["kind"] == "ratio":
-            met = measured <= target["limit"]
-        else:
+        elif target["kind"] == "ensemble_speedup":
             met = measured >= target["limit"]
+        else:
+            met = measured <= target["limit"]
         out.append({**target, "measured": measured, "met": met})
     return out
+
+
+def _torch_info(cfg: Config, platform_name: str) -> dict[str, Any]:
+    if cfg.torch == "off":
+        return {"status": "off"}
+    status = torch_compare.availability()
+    if status != "ok":
+        return {"status": status}
+    import torch
+
+    use_cuda = platform_name == "gpu" and torch.cuda.is_available()
+    threads = torch_compare.configure_threads()
+    # TF32 matmuls on GPUs, like XLA's default float32 precision there.
+    torch.set_float32_matmul_precision("high")
+    inductor_cache = None
+    if cfg.torch_compile:
+        try:
+            import torch._inductor.config as inductor_config
+            from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+            inductor_cache = {"fx_graph_cache": bool(inductor_config.fx_graph_cache),
+                              "dir": cache_dir()}
+        except Exception:  # noqa: BLE001 - informational only
+            inductor_cache = None
+    return {
+        "status": "ok", "version": str(torch.__version__),
+        # torch.compile's first call reads compiled graphs from this on-disk cache when an
+        # earlier run on the machine compiled the same graphs: its "compile s" is then small.
+        "inductor_cache": inductor_cache,
+        "objectrl": torch_compare.objectrl_version(),
+        "device": "cuda" if use_cuda else "cpu", "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "compile": cfg.torch_compile, "compile_methods": list(cfg.torch_compile_methods),
+    }
 
 
 def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
@@ -365,67 +558,92 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
 
     Returns:
       A dictionary with ``meta``, ``device``, ``config``, ``shapes``, ``records``, ``mc``,
-      ``ensemble``, ``memory``, ``torch`` and ``targets``.
+      ``ensemble``, ``rl_update``, ``memory``, ``torch`` and ``targets``.
     """
     started = datetime.datetime.now(datetime.timezone.utc)
     info = device_info()
     shapes = [SHAPES[name] for name in cfg.shapes]
-    n_methods = len(cfg.run_methods)
-    per_shape = (n_methods + 2
+    torch_info = _torch_info(cfg, info["platform"])
+    per_shape = {
+        s.name: (len(cfg.run_methods) + 2 + (torch_info["status"] == "ok")
                  + any(m in MC_METHODS for m in cfg.run_methods)
-                 + sum(m in cfg.ensemble_methods for m in cfg.run_methods))
-    progress = _Progress(per_shape * len(shapes), stream)
+                 + (sum(m in cfg.run_methods for m in cfg.ensemble_methods)
+                    if s.name in cfg.ensemble_shapes else 0))
+        for s in shapes
+    }
+    n_rl = len(cfg.rl_members) * len(cfg.rl_widths) if cfg.rl_update else 0
+    progress = _Progress(sum(per_shape.values()) + n_rl, stream, cfg.max_minutes)
     print(f"device: {info['platform']} ({info['device_kind']}), {info['device_count']} device(s); "
           f"host {info['processor']}, {info['cpu_count']} CPUs", file=stream, flush=True)
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
           file=stream, flush=True)
+    if torch_info["status"] == "ok":
+        print(f"PyTorch comparison: ObjectRL {torch_info['objectrl']} layers on "
+              f"{torch_info['device']}, {torch_info['threads']} threads (OMP_WAIT_POLICY="
+              f"{torch_info['omp_wait_policy']}), torch.compile "
+              f"{'for ' + ','.join(cfg.torch_compile_methods) if cfg.torch_compile else 'off'}",
+              file=stream, flush=True)
+    else:
+        print(f"PyTorch comparison: {torch_info['status']}", file=stream, flush=True)
     records: list[dict[str, Any]] = []
     mc: list[dict[str, Any]] = []
     ensemble: list[dict[str, Any]] = []
+    torch_records: list[dict[str, Any]] = []
     peaks: list[dict[str, Any]] = []
-    for shape in shapes:
-        out = _bench_shape(shape, cfg, progress)
-        records += out["records"]
-        mc += out["mc"]
-        ensemble += out["ensemble"]
-        peaks.append({"after_shape": shape.name, **memory.process_peak()})
+    skipped: list[str] = []
+    rl_records: list[dict[str, Any]] = []
+
+    def run_sac() -> None:
+        if cfg.rl_update:
+            rl_records.extend(sac.run_rl_updates(
+                critics=cfg.run_rl_critics, members=cfg.rl_members, widths=cfg.rl_widths,
+                time_group=lambda calls: _time_group(calls, cfg), progress=progress, seed=cfg.seed,
+            ))
+
+    # Most important first, for the soft time limit: the first shape (the RL shape by
+    # default) with its ensembles, then the SAC update, then the other shapes.
+    for index, shape in enumerate(shapes):
+        reason = progress.out_of_time()
+        if reason:
+            skipped.append(f"shape {shape.name}: {reason}")
+            progress.note(f"shape {shape.name} {reason}")
+        else:
+            out = _bench_shape(shape, cfg, progress, torch_info)
+            records += out["records"]
+            mc += out["mc"]
+            ensemble += out["ensemble"]
+            torch_records += out["torch"]
+            skipped += out["skipped"]
+            peaks.append({"after_shape": shape.name, **memory.process_peak()})
+        if index == 0:
+            run_sac()
     _add_ratios(records)
-    torch_result: dict[str, Any] = {"status": "off"}
-    if cfg.torch == "auto":
-        torch_result = torch_compare.run_torch(
-            shapes, list(cfg.run_methods),
-            use_cuda=info["platform"] == "gpu",
-            budget_s=cfg.budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-            compile_methods=torch_compare.COMPILE_METHODS if cfg.torch_compile else (),
-            progress=progress.note,
-        )
-        if torch_result["status"] != "ok":
-            progress.note(f"torch: {torch_result['status']}")
+    torch_result = dict(torch_info)
+    if torch_info["status"] == "ok":
+        torch_result["records"] = torch_records
+    done_shapes = {r["shape"] for r in records}
     results: dict[str, Any] = {
         "meta": {
             "suite": "bayeslayers_jax benchmarks",
             "started_utc": started.isoformat(timespec="seconds"),
-            "wall_s": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(),
+            "wall_s": None,
             "argv": sys.argv,
             "dtype": "float32",
+            "skipped": skipped,
+            "note": None,
         },
         "device": info,
         "config": dataclasses.asdict(cfg),
         "shapes": {s.name: {"batch": s.batch, "widths": list(s.widths), "label": s.label(),
                             "description": s.description, "mc_samples": s.mc_samples}
-                   for s in shapes},
+                   for s in shapes if s.name in done_shapes},
         "records": records,
         "mc": mc,
         "ensemble": ensemble,
+        "rl_update": rl_records,
         "memory": {"process_peaks": peaks},
         "torch": torch_result,
     }
-    if torch_result.get("status") == "ok":
-        jax_times = {(r["shape"], r["method"], r["mode"]): r["median_s"] for r in records}
-        for r in torch_result["records"]:
-            k = (r["shape"], r["method"], r["mode"])
-            if "median_s" in r and k in jax_times:
-                r["torch_over_jax"] = r["median_s"] / jax_times[k]
     results["targets"] = evaluate_targets(results)
     results["meta"]["wall_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     return results

@@ -5,7 +5,8 @@ Every measurement follows the same protocol:
 1. ``compile_jitted`` lowers and compiles a jitted function ahead of time and reports the
    wall time of tracing + lowering + XLA compilation on its own, so compilation never leaks
    into a timing.
-2. ``time_interleaved`` runs each compiled call once as warm-up (excluded), then picks how
+2. ``time_interleaved`` runs each compiled call once as warm-up (excluded; a call that
+   already ran, such as a PyTorch step whose first call built it, is declared ``warm``), then picks how
    many calls make one repeat (``number``, like :mod:`timeit`'s autorange) so that a repeat
    lasts at least ``min_repeat_s``, and takes rounds of one repeat per call (round robin, so
    the compared calls share the machine's load) until ``budget_s`` is spent (at least
@@ -73,6 +74,7 @@ def time_interleaved(
     max_repeats: int = 50,
     min_repeat_s: float = 0.01,
     sync: Callable[[Any], Any] = jax.block_until_ready,
+    warm: Mapping[str, float] | None = None,
 ) -> dict[str, Timing]:
     """Times several zero-argument calls in round robin, after one excluded warm-up each.
 
@@ -88,8 +90,10 @@ def time_interleaved(
       min_repeats: rounds taken even when the budget is spent.
       max_repeats: upper bound on rounds.
       min_repeat_s: a repeat batches calls until it lasts at least this long.
-      sync: waits for a call's output to be computed (``jax.block_until_ready``; the
-        PyTorch comparison passes ``torch.cuda.synchronize``).
+      sync: waits for a call's output to be computed (``jax.block_until_ready``).
+      warm: names of calls that already ran at least once (the PyTorch steps, whose first
+        call happens when they are built), mapped to the seconds that call took: they get
+        no warm-up call, and that time stands in for the warm-up's in choosing ``number``.
 
     Returns:
       name -> :class:`Timing`.
@@ -102,10 +106,14 @@ def time_interleaved(
     if budget_s < 0:
         raise ValueError(f"budget_s must be >= 0, got {budget_s}")
     numbers: dict[str, int] = {}
+    warm = warm or {}
     for name, call in calls.items():
-        start = time.perf_counter()
-        sync(call())
-        single = time.perf_counter() - start
+        if name in warm:
+            single = warm[name]
+        else:
+            start = time.perf_counter()
+            sync(call())
+            single = time.perf_counter() - start
         numbers[name] = 1
         if single < min_repeat_s:
             numbers[name] = max(1, min(1000, int(min_repeat_s / max(single, 1e-6))))

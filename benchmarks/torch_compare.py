@@ -1,33 +1,77 @@
-"""Optional PyTorch comparison: an eager PyTorch implementation of the same math.
+"""Optional PyTorch comparison against ObjectRL's own Bayesian layers.
 
-PyTorch is never a dependency: it is imported lazily inside :func:`run_torch`, and when it is
-missing the suite reports ``"not installed"``. The implementation below is written for this
-benchmark (it is not ObjectRL's code, which cannot backpropagate through its CLT layers): the
-same layer math as the JAX package, the same initial parameter scales, the same loss (data
-term + KL / batch), ``torch.optim.Adam``, float32, on the same device as JAX (CUDA when JAX
-runs on a GPU and torch sees one, else CPU). Float32 matmuls use
-``torch.set_float32_matmul_precision('high')`` (TF32 on GPUs), matching XLA's default
-precision on GPUs.
+The reference this package re-creates is ``objectrl.nets.layers.bayesian_layers`` (PyTorch).
+This module imports those layers (``BBBLinear``, ``LRLinear``, ``CLTLinear``) and builds the
+same networks and train step as the JAX suite, so the suite can time both in one process,
+interleaved (:mod:`benchmarks.suite`). PyTorch and ObjectRL are never dependencies of the
+package: both are imported lazily here, and when either is missing the suite reports why and
+goes on. (ObjectRL 0.2.x declares ``python >= 3.12`` but its layer module runs on 3.11:
+``pip install --no-deps --ignore-requires-python objectrl`` installs it for benchmarking.)
 
-``torch.compile`` is tried for the Dense baseline and the CLT network (the loss function is
-compiled, so AOTAutograd also compiles its backward; the Adam step stays eager). Any failure
-is caught and reported as text, never raised.
+The train step, the same for every method and for the JAX side
+(:func:`benchmarks.models.make_train_step`): forward pass, KL (ObjectRL's ``layer.KL()``,
+summed over layers), Gaussian negative log-likelihood with observation-noise variance 1 (the
+expected NLL ``((y - m)**2 + v) / 2`` for CLT's ``(m, v)`` output), loss = mean NLL + KL / B,
+backward, Adam (``torch.optim.Adam(fused=True)``, PyTorch's fastest Adam on CPU and CUDA),
+float32. The networks are ObjectRL's layers with ``ReLU`` between them (BBB, LR) or the CLT
+layers' own ReLU moment matching (``is_input`` on the first layer, ``is_output`` on the last).
+``dense`` is a plain ``torch.nn.Linear`` network, timed eagerly only: it shows how PyTorch's
+and XLA's matmuls compare on the device, apart from any Bayesian overhead.
+
+ObjectRL's ``CLTLinear`` cannot backpropagate as shipped: its ``relu_moments`` overwrites
+entries of ``relu_mean`` in place (``relu_mean[sigma.eq(0)] = ...``) after ``relu_mean.pow(2)``
+saved it for the backward pass, so ``backward()`` raises "one of the variables needed for
+gradient computation has been modified by an inplace operation". It is timed through
+:func:`clt_twin_class`: a subclass that only replaces ``relu_moments`` by the same formula
+with ``torch.where`` instead of the in-place writes (forward values identical; checked in
+``tests/test_benchmarks.py``). Everything else (parameters, initialization, forward, KL) is
+ObjectRL's code.
+
+Threads: PyTorch gets as many intra-op threads as the machine has CPUs (XLA uses them all
+too). Importing this module sets ``OMP_WAIT_POLICY=PASSIVE`` unless the variable is already
+set (it must be set before torch loads its OpenMP runtime): with the default active waiting,
+libgomp's idle threads spin and fight XLA's thread pool in the same process; on the 2-core
+development machine that made PyTorch's train steps 10-20x slower (BBB eager at the RL shape
+100-220 ms instead of 6-12 ms, interleaved with a JAX step, on a loaded machine). The policy
+in effect is recorded in the results; set ``OMP_WAIT_POLICY=ACTIVE`` to time the other way.
+
+``impl='compile'`` wraps the loss (forward + KL + NLL) in ``torch.compile`` (default mode;
+AOTAutograd compiles the backward too); Adam stays eager. The first call, which compiles,
+is timed apart and reported as the compile time. Any build or compile failure is reported
+as text, never raised.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from benchmarks.flops import Shape
-from benchmarks.timing import time_call
 
-__all__ = ["COMPILE_METHODS", "run_torch", "torch_version"]
+__all__ = [
+    "REFERENCE_METHODS",
+    "TORCH_METHODS",
+    "TorchStep",
+    "availability",
+    "build_train_step",
+    "clt_twin_class",
+    "configure_threads",
+    "loss_fn",
+    "network",
+    "objectrl_version",
+    "torch_version",
+]
 
-#: Methods for which ``torch.compile`` is attempted (compilation is slow).
-COMPILE_METHODS = ("dense", "clt")
+#: OpenMP wait policy for PyTorch's threads (see the module docstring); set before torch loads.
+OMP_WAIT_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+#: Methods timed with ObjectRL's layers.
+REFERENCE_METHODS = ("bbb", "lr", "clt")
+#: Methods the PyTorch side can time: a plain ``nn.Linear`` baseline plus ObjectRL's layers.
+TORCH_METHODS = ("dense", *REFERENCE_METHODS)
 
 
 def torch_version() -> str:
@@ -39,214 +83,224 @@ def torch_version() -> str:
     return str(torch.__version__)
 
 
-def _build(torch: Any, method: str, shape: Shape, device: Any, seed: int) -> Any:
-    """Parameters and the loss / forward closures of one method, in eager PyTorch."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    layers = []
-    for n_in, n_out in shape.layers:
-        bound = 1.0 / math.sqrt(n_in)
-
-        def uniform(*size: int, b: float = bound) -> Any:
-            return ((torch.rand(*size, generator=gen) * 2 - 1) * b).to(device).requires_grad_()
-
-        layer = {"w_mu": uniform(n_in, n_out), "b_mu": uniform(n_out)}
-        if method not in ("dense", "cltdet"):
-            layer["w_rho"] = torch.full((n_in, n_out), -4.6, device=device, requires_grad=True)
-            layer["b_rho"] = torch.full((n_out,), -4.6, device=device, requires_grad=True)
-        layers.append(layer)
-    params = [p for layer in layers for p in layer.values()]
-    n_layers = len(layers)
-
-    def relu_moments(mu: Any, var: Any) -> tuple[Any, Any]:
-        sigma = torch.sqrt(torch.clamp(var, min=1e-12))
-        a = mu / sigma
-        pdf = torch.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
-        cdf = torch.special.ndtr(a)
-        mean = sigma * pdf + mu * cdf
-        second = (mu * mu + var) * cdf + mu * sigma * pdf
-        return mean, torch.clamp(second - mean * mean, min=0.0)
-
-    def forward(x: Any) -> Any:
-        if method in ("dense", "map", "bbb", "lr"):
-            h = x
-            for i, layer in enumerate(layers):
-                if method == "bbb":
-                    w = layer["w_mu"] + torch.exp(layer["w_rho"]) * torch.randn_like(layer["w_mu"])
-                    b = layer["b_mu"] + torch.exp(layer["b_rho"]) * torch.randn_like(layer["b_mu"])
-                    h = h @ w + b
-                elif method == "lr":
-                    m = h @ layer["w_mu"] + layer["b_mu"]
-                    v = (h * h) @ torch.exp(2 * layer["w_rho"]) + torch.exp(2 * layer["b_rho"])
-                    h = m + torch.sqrt(v) * torch.randn_like(m)
-                else:
-                    h = h @ layer["w_mu"] + layer["b_mu"]
-                if i < n_layers - 1:
-                    h = torch.relu(h)
-            return h
-        mu, var = x, None
-        for i, layer in enumerate(layers):
-            w_mu = layer["w_mu"]
-            m = mu @ w_mu + layer["b_mu"]
-            if method == "clt":
-                w_var = torch.exp(2 * layer["w_rho"])
-                b_var = torch.exp(2 * layer["b_rho"])
-                if var is None:
-                    v = (mu * mu) @ w_var + b_var
-                else:
-                    v = (var + mu * mu) @ w_var + var @ (w_mu * w_mu) + b_var
-            else:
-                v = torch.zeros_like(m) if var is None else var @ (w_mu * w_mu)
-            mu, var = m, v
-            if i < n_layers - 1:
-                mu, var = relu_moments(mu, var)
-        return mu, var
-
-    def kl() -> Any:
-        total = 0.0
-        for layer in layers:
-            for name in ("w", "b"):
-                if f"{name}_rho" not in layer:
-                    continue
-                mu_q = layer[f"{name}_mu"]
-                log_std = layer[f"{name}_rho"]
-                # KL(N(mu_q, std_q^2) || N(0, 1)), std_q = exp(rho).
-                total = total + torch.sum(
-                    -log_std + 0.5 * (torch.exp(2 * log_std) + mu_q * mu_q) - 0.5
-                )
-        return total
-
-    def loss(x: Any, y: Any) -> Any:
-        out = forward(x)
-        if isinstance(out, tuple):
-            mean, var = out
-            data = torch.mean((mean - y) ** 2) + torch.mean(var)
-        else:
-            data = torch.mean((out - y) ** 2)
-        if method in ("dense", "map", "cltdet"):
-            return data
-        return data + kl() / shape.batch
-
-    return params, forward, loss
+def availability() -> str:
+    """``'ok'`` when torch and ObjectRL's layer module import, else the reason."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch not installed"
+    try:
+        import objectrl.nets.layers.bayesian_layers  # noqa: F401
+    except ImportError as err:
+        return f"objectrl not importable ({type(err).__name__}: {err})"
+    return "ok"
 
 
-def _sync(torch: Any, device: Any) -> Callable[[Any], None]:
-    if device.type == "cuda":
-        return lambda _out: torch.cuda.synchronize()
-    return lambda _out: None
+def objectrl_version() -> str | None:
+    """The installed ObjectRL distribution version, or ``None``."""
+    try:
+        from importlib.metadata import version
+
+        return version("objectrl")
+    except Exception:  # noqa: BLE001 - metadata is informational only
+        return None
 
 
-def run_torch(
-    shapes: list[Shape],
-    methods: list[str],
-    *,
-    use_cuda: bool,
-    budget_s: float,
-    min_repeats: int,
-    max_repeats: int,
-    compile_methods: tuple[str, ...] = COMPILE_METHODS,
-    progress: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Times eager (and compiled) PyTorch forward passes and train steps.
+_TWIN: dict[str, type] = {}
 
-    Args:
-      shapes: benchmark shapes.
-      methods: methods to time (as in :data:`benchmarks.flops.METHODS`).
-      use_cuda: run on CUDA (only honoured when ``torch.cuda.is_available()``).
-      budget_s: timing budget per measurement.
-      min_repeats: minimum timed repeats.
-      max_repeats: maximum timed repeats.
-      compile_methods: methods for which ``torch.compile`` is attempted; empty to skip.
-      progress: callable receiving progress lines.
+
+def clt_twin_class() -> type:
+    """ObjectRL's ``CLTLinear`` with a backpropagatable ``relu_moments``.
+
+    ObjectRL computes, for ``alpha = mu / sigma``,
+
+    .. math::
+        m = \\mu\\,\\Phi(\\alpha) + \\sigma\\,\\varphi(\\alpha),\\qquad
+        v = (\\sigma^2 + \\mu^2)\\,\\Phi(\\alpha) + \\mu\\sigma\\,\\varphi(\\alpha) - m^2,
+
+    then sets ``m = relu(mu)``, ``v = 0`` where ``sigma == 0`` by in-place indexing, which
+    breaks autograd. The twin computes the same expressions with ObjectRL's own
+    ``normal_cdf`` / ``normal_pdf`` and selects with ``torch.where``. Only ``relu_moments`` is
+    replaced (the benchmark networks use ReLU, so ``neg_relu_moments`` is never called).
 
     Returns:
-      ``{'status': 'not installed'}`` or ``{'status': 'ok', 'version', 'device', 'records'}``
-      where each record has ``shape``, ``method``, ``mode`` (``forward``/``train``), ``impl``
-      (``eager``/``compile``) and either ``median_s`` (with ``timing``) or ``error``.
+      The subclass (created once per process; torch is imported here).
     """
-    try:
+    if "clt" not in _TWIN:
         import torch
-    except ImportError:
-        return {"status": "not installed"}
-    device = torch.device("cuda" if use_cuda and torch.cuda.is_available() else "cpu")
-    torch.set_float32_matmul_precision("high")
-    sync = _sync(torch, device)
-    records: list[dict[str, Any]] = []
+        from objectrl.nets.layers.bayesian_layers import CLTLinear
 
-    def timed(call: Callable[[], Any]) -> Any:
-        return time_call(
-            call,
-            budget_s=budget_s,
-            min_repeats=min_repeats,
-            max_repeats=max_repeats,
-            sync=sync,
-        )
+        class CLTLinearTwin(CLTLinear):
+            """ObjectRL ``CLTLinear`` whose ReLU moments use ``torch.where`` (see
+            :func:`clt_twin_class`)."""
 
-    for shape in shapes:
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn(shape.batch, shape.widths[0], generator=gen).to(device)
-        y = torch.randn(shape.batch, shape.widths[-1], generator=gen).to(device)
-        for method in methods:
-            impls = ["eager"] + (["compile"] if method in compile_methods else [])
-            for impl in impls:
-                params, forward, loss = _build(torch, method, shape, device, seed=0)
-                opt = torch.optim.Adam(params, lr=1e-3)
-                fwd_fn, loss_fn = forward, loss
-                compile_s = None
-                if impl == "compile":
-                    try:
-                        fwd_fn = torch.compile(forward)
-                        loss_fn = torch.compile(loss)
-                        start = time.perf_counter()
-                        with torch.no_grad():
-                            fwd_fn(x)
-                        loss_fn(x, y).backward()
-                        opt.zero_grad(set_to_none=True)
-                        sync(None)
-                        compile_s = time.perf_counter() - start
-                    except Exception as err:  # noqa: BLE001 - report any compile failure
-                        message = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                        for mode in ("forward", "train"):
-                            records.append(
-                                {"shape": shape.name, "method": method, "mode": mode,
-                                 "impl": impl, "error": message}
-                            )
-                        progress(f"torch {shape.name:<5} {method:<7} compile failed: {message}")
-                        continue
+            @staticmethod
+            def relu_moments(mu: Any, sigma: Any) -> tuple[Any, Any]:
+                alpha = mu / sigma
+                cdf = CLTLinear.normal_cdf(alpha)
+                pdf = CLTLinear.normal_pdf(alpha)
+                relu_mean = mu * cdf + sigma * pdf
+                relu_var = (sigma.pow(2) + mu.pow(2)) * cdf + mu * sigma * pdf - relu_mean.pow(2)
+                zero = sigma.eq(0)
+                relu_mean = torch.where(zero, mu * (mu > 0), relu_mean)
+                relu_var = torch.where(zero, torch.zeros_like(relu_var), relu_var)
+                return relu_mean, relu_var
 
-                def fwd_call(f: Any = fwd_fn) -> Any:
-                    with torch.no_grad():
-                        return f(x)
+        _TWIN["clt"] = CLTLinearTwin
+    return _TWIN["clt"]
 
-                def train_call(f: Any = loss_fn, o: Any = opt) -> Any:
-                    o.zero_grad(set_to_none=True)
-                    value = f(x, y)
-                    value.backward()
-                    o.step()
-                    return value
 
-                for mode, call in (("forward", fwd_call), ("train", train_call)):
-                    try:
-                        timing = timed(call)
-                    except Exception as err:  # noqa: BLE001 - report, do not abort the suite
-                        message = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                        records.append(
-                            {"shape": shape.name, "method": method, "mode": mode,
-                             "impl": impl, "error": message}
-                        )
-                        progress(f"torch {shape.name:<5} {method:<7} {mode:<7} {impl}: {message}")
-                        continue
-                    records.append(
-                        {"shape": shape.name, "method": method, "mode": mode, "impl": impl,
-                         "median_s": timing.median_s, "timing": timing.as_dict(),
-                         "compile_s": compile_s}
-                    )
-                    progress(
-                        f"torch {shape.name:<5} {method:<7} {mode:<7} {impl:<7} "
-                        f"{timing.median_s * 1e3:10.3f} ms"
-                    )
-    return {
-        "status": "ok",
-        "version": str(torch.__version__),
-        "device": str(device),
-        "records": records,
-    }
+class _Done:
+    """What a timed PyTorch call returns: :func:`jax.block_until_ready` calls its
+    ``block_until_ready``, which waits for CUDA (CPU PyTorch is synchronous), so the suite's
+    timer syncs PyTorch once per repeat, as it does JAX."""
+
+    __slots__ = ("_sync",)
+
+    def __init__(self, sync: Callable[[], None] | None) -> None:
+        self._sync = sync
+
+    def block_until_ready(self) -> "_Done":
+        if self._sync is not None:
+            self._sync()
+        return self
+
+
+class TorchStep:
+    """A ready-to-time PyTorch train step.
+
+    Attributes:
+      method: ``'dense'``, ``'bbb'``, ``'lr'`` or ``'clt'``.
+      impl: ``'eager'`` or ``'compile'``.
+      call: zero-argument callable running one train step; returns an object whose
+        ``block_until_ready()`` waits for the device.
+      first_call_s: wall time of the first call (for ``'compile'``: tracing and compilation).
+      loss: the loss of the last call (a Python float), read with :meth:`last_loss`.
+    """
+
+    def __init__(self, method: str, impl: str, call: Callable[[], Any], first_call_s: float,
+                 last_loss: Callable[[], float]) -> None:
+        self.method = method
+        self.impl = impl
+        self.call = call
+        self.first_call_s = first_call_s
+        self.last_loss = last_loss
+
+
+def network(method: str, shape: Shape, device: Any = "cpu") -> Any:
+    """The layers of ``method`` at ``shape`` (ObjectRL's layers, or ``nn.Linear``), a
+    ``torch.nn.ModuleList`` in float32 on ``device``."""
+    import torch
+    from objectrl.nets.layers import bayesian_layers as orl
+
+    layers = []
+    n = len(shape.layers)
+    for index, (n_in, n_out) in enumerate(shape.layers):
+        if method == "dense":
+            layers.append(torch.nn.Linear(n_in, n_out))
+        elif method == "bbb":
+            layers.append(orl.BBBLinear(n_in, n_out))
+        elif method == "lr":
+            layers.append(orl.LRLinear(n_in, n_out))
+        elif method == "clt":
+            layers.append(clt_twin_class()(n_in, n_out, act="relu", is_input=index == 0,
+                                           is_output=index == n - 1))
+        else:
+            raise ValueError(f"method must be one of {TORCH_METHODS}, got {method!r}")
+    return torch.nn.ModuleList(layers).to(device=device, dtype=torch.float32)
+
+
+def loss_fn(method: str, layers: Any, batch: int) -> Callable[[Any, Any], Any]:
+    """``loss(x, y)`` of :func:`network`'s ``layers``: mean Gaussian NLL (noise variance 1;
+    the expected NLL for CLT) + KL / ``batch`` (no KL for Dense)."""
+    import torch
+
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    n = len(layers)
+
+    def loss(x: Any, y: Any) -> Any:
+        if method == "clt":
+            mean, var = x, None
+            for layer in layers:
+                mean, var = layer(mean, var)
+            sq = (y - mean).pow(2) + var
+        else:
+            h = x
+            for index, layer in enumerate(layers):
+                h = layer(h)
+                if index < n - 1:
+                    h = torch.relu(h)
+            sq = (y - h).pow(2)
+        nll = (half_log_2pi + 0.5 * sq).sum(-1).mean()
+        if method == "dense":
+            return nll
+        kl = sum(layer.KL()[0] for layer in layers)
+        return nll + kl / batch
+
+    return loss
+
+
+def build_train_step(
+    method: str,
+    shape: Shape,
+    *,
+    impl: str = "eager",
+    device: str = "cpu",
+    seed: int = 0,
+) -> TorchStep:
+    """Builds one PyTorch train step and runs its first call (compiling for ``'compile'``).
+
+    Args:
+      method: one of :data:`TORCH_METHODS`.
+      shape: the benchmark shape (batch and widths).
+      impl: ``'eager'`` or ``'compile'`` (``torch.compile`` of the loss).
+      device: ``'cpu'`` or ``'cuda'``.
+      seed: seed of the parameters, data and noise.
+
+    Returns:
+      A :class:`TorchStep`.
+
+    Raises:
+      ValueError: for an unknown ``method`` or ``impl``.
+      ImportError: when torch or ObjectRL is missing.
+    """
+    if method not in TORCH_METHODS:
+        raise ValueError(f"method must be one of {TORCH_METHODS}, got {method!r}")
+    if impl not in ("eager", "compile"):
+        raise ValueError(f"impl must be 'eager' or 'compile', got {impl!r}")
+    import torch
+
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    layers = network(method, shape, dev)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(shape.batch, shape.widths[0], generator=gen).to(dev)
+    y = torch.randn(shape.batch, shape.widths[-1], generator=gen).to(dev)
+    loss = loss_fn(method, layers, shape.batch)
+    if impl == "compile":
+        loss = torch.compile(loss, dynamic=False)
+    opt = torch.optim.Adam(layers.parameters(), lr=1e-3, fused=True)
+    done = _Done(torch.cuda.synchronize if dev.type == "cuda" else None)
+    last: list[Any] = [None]
+
+    def call() -> _Done:
+        opt.zero_grad(set_to_none=True)
+        value = loss(x, y)
+        value.backward()
+        opt.step()
+        last[0] = value
+        return done
+
+    start = time.perf_counter()
+    call().block_until_ready()
+    first = time.perf_counter() - start
+    return TorchStep(method, impl, call, first, lambda: float(last[0].detach().cpu()))
+
+
+def configure_threads(threads: int | None = None) -> int:
+    """Sets PyTorch's intra-op threads (default: every CPU, as XLA uses) and returns it."""
+    import torch
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
