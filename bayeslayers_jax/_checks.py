@@ -21,6 +21,7 @@ __all__ = [
     "compute_dtype",
     "broadcast_floats",
     "concrete_value",
+    "check_concrete_real",
     "nonnegative_or_nan",
     "check_target_shape",
     "check_labels",
@@ -158,6 +159,33 @@ def concrete_value(value: Any) -> np.ndarray | None:
         return np.asarray(value)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return None
+
+
+_REAL_RULES = {
+    "finite": (lambda a: a.size > 0 and bool(np.all(np.isfinite(a))), "must be finite"),
+    "positive": (
+        lambda a: a.size > 0 and bool(np.all(np.isfinite(a))) and bool(np.all(a > 0)),
+        "must be finite and > 0 everywhere",
+    ),
+    "nonnegative": (lambda a: not np.any(np.isnan(a)) and bool(np.all(a >= 0)), "must be >= 0 (and not NaN)"),
+}
+
+
+def check_concrete_real(name: str, value: Any, rule: str) -> None:
+    """Checks a concrete hyperparameter (a prior, a noise variance) against ``rule``.
+
+    ``rule`` is ``'finite'`` (non-empty, finite), ``'positive'`` (non-empty, finite, > 0) or
+    ``'nonnegative'`` (no NaN, >= 0). A non-real dtype raises ``TypeError``, a violation
+    ``ValueError``, both naming ``name``; a traced value cannot be checked and passes.
+    """
+    arr = concrete_value(value)
+    if arr is None:
+        return
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
+    holds, requirement = _REAL_RULES[rule]
+    if not holds(arr):
+        raise ValueError(f"{name} {requirement}, got {value!r}")
 
 
 def nonnegative_or_nan(name: str, value: jnp.ndarray) -> jnp.ndarray:

@@ -19,6 +19,8 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Sequence
 
 import jax
@@ -33,6 +35,12 @@ from bayeslayers_jax.sampling import safe_sqrt
 __all__ = ["BayesianCritic", "value_bound"]
 
 Array = jax.Array
+
+
+#: The :class:`BayesianMLP` fields a critic forwards unchanged (all but ``features``).
+_MLP_FIELDS = tuple(
+    f.name for f in dataclasses.fields(BayesianMLP) if f.init and f.name not in ("features", "parent", "name")
+)
 
 
 class BayesianCritic(nn.Module):
@@ -110,21 +118,9 @@ class BayesianCritic(nn.Module):
         super().__post_init__()
 
     def setup(self) -> None:
-        self.net = BayesianMLP(
-            features=tuple(self.features) + (1,),
-            layer_type=self.layer_type,
-            act=self.act,
-            use_bias=self.use_bias,
-            prior_mean=self.prior_mean,
-            prior_std=self.prior_std,
-            bias_prior_mean=self.bias_prior_mean,
-            bias_prior_std=self.bias_prior_std,
-            use_softplus=self.use_softplus,
-            map=self.map,
-            rng_collection=self.rng_collection,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
+        # Every BayesianMLP field but the widths is the critic's own field of the same name.
+        shared = {name: getattr(self, name) for name in _MLP_FIELDS}
+        self.net = BayesianMLP(features=tuple(self.features) + (1,), **shared)
         nn.share_scope(self, self.net)  # the variables are the MLP's own (layers_0, ...)
 
     def __call__(

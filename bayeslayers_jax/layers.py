@@ -71,7 +71,7 @@ import flax.linen as nn
 from flax.linen.dtypes import promote_dtype
 
 from bayeslayers_jax.clt import clt_linear_moments
-from bayeslayers_jax._checks import as_float_array, concrete_value
+from bayeslayers_jax._checks import as_float_array, check_concrete_real, concrete_value
 from bayeslayers_jax.kl import kl_normal_from_log_std
 from bayeslayers_jax.moments import crelu_moments, relu_moments
 from bayeslayers_jax.sampling import local_reparameterization, safe_sqrt, sample_weights
@@ -302,23 +302,11 @@ def _dense(x: Array, kernel: Array, bias: Array | None) -> Array:
 
 
 def _check_prior_std(value: Any, name: str) -> None:
-    arr = concrete_value(value)
-    if arr is None:
-        return
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
-    if arr.size == 0 or not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        raise ValueError(f"{name} must be finite and > 0 everywhere, got {value!r}")
+    check_concrete_real(name, value, "positive")
 
 
 def _check_prior_mean(value: Any, name: str) -> None:
-    arr = concrete_value(value)
-    if arr is None:
-        return
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
-    if arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+    check_concrete_real(name, value, "finite")
 
 
 def _is_scalar_like(value: Any) -> bool:

@@ -39,10 +39,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import traverse_util
 
-from bayeslayers_jax._checks import check_labels, check_same_shape, check_target_shape, concrete_value
+from bayeslayers_jax._checks import check_concrete_real, check_labels, check_same_shape, check_target_shape
 from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import total_kl, without_kl
 
@@ -80,17 +79,9 @@ def _per_example_sum(values):
 
 
 def _check_noise_var(noise_var):
-    """A Gaussian likelihood's ``noise_var`` must be given and, when concrete, finite and > 0."""
     if noise_var is None:
         raise ValueError("noise_var is required for a Gaussian likelihood, got None")
-    concrete = concrete_value(noise_var)
-    if concrete is not None and (
-        concrete.dtype.kind not in "biuf"
-        or concrete.size == 0
-        or not np.all(np.isfinite(concrete))
-        or not np.all(concrete > 0)
-    ):
-        raise ValueError(f"noise_var must be finite and > 0 everywhere, got {noise_var!r}")
+    check_concrete_real("noise_var", noise_var, "positive")
 
 
 def _noise_var(noise_var, shape, dtype):

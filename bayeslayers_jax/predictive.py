@@ -54,9 +54,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-import numpy as np
 
-from bayeslayers_jax._checks import concrete_value
+from bayeslayers_jax._checks import check_concrete_real
 from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import without_kl
 from bayeslayers_jax.objectives import _as_inputs, probit_softmax
@@ -159,11 +158,7 @@ def _pool_members(samples):
 
 
 def _check_noise_var(noise_var):
-    concrete = concrete_value(noise_var)
-    if concrete is not None and (
-        concrete.dtype.kind not in "biuf" or np.any(np.isnan(concrete)) or np.any(concrete < 0)
-    ):
-        raise ValueError(f"noise_var must be >= 0 (and not NaN), got {noise_var!r}")
+    check_concrete_real("noise_var", noise_var, "nonnegative")
 
 
 def _check_num_samples(num_samples):

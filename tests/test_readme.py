@@ -4,9 +4,8 @@
   (blocks never depend on each other, so a reader can copy any one of them into a script),
   under JAX's default configuration
   (float32; the ``default_jax_config`` fixture of the root ``conftest.py``), with warnings as
-  errors, in an empty temporary working directory. A block that imports one of
-  :data:`OPTIONAL_MODULES` (never dependencies of the package) is skipped where that module
-  is not installed; any other failure fails.
+  errors, in an empty temporary working directory. Any failure fails, a missing module
+  included: README blocks use only the package and what its ``dev`` extra installs.
 * ```` ```bash ```` blocks are not run (they install packages and take minutes); the modules
   they run with ``python -m`` must exist and the files they name must be in the repository.
 """
@@ -22,9 +21,6 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-
-#: Modules a README block may import although the package does not depend on them.
-OPTIONAL_MODULES = ("torch", "objectrl", "gymnasium")
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 
@@ -84,13 +80,7 @@ def test_block_parser_handles_indented_fences_and_headings():
 def test_python_block_runs(block, default_jax_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = compile(block["code"], f"README.md (block at line {block['line']})", "exec")
-    try:
-        exec(code, {"__name__": "__main__"})  # as if pasted into a script and run
-    except ModuleNotFoundError as err:
-        top = (err.name or "").split(".")[0]
-        if top in OPTIONAL_MODULES:
-            pytest.skip(f"README.md:{block['line']} needs {top!r}, which is not installed")
-        raise
+    exec(code, {"__name__": "__main__"})  # as if pasted into a script and run
 
 
 @pytest.mark.parametrize("block", BASH, ids=[_block_id(b) for b in BASH])
