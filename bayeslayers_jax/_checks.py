@@ -75,10 +75,10 @@ def check_kernel(x_name: str, x: jnp.ndarray, kernel_name: str, kernel: jnp.ndar
 
 
 def check_bias(bias_name: str, bias: jnp.ndarray, kernel_name: str, kernel: jnp.ndarray) -> None:
-    """Checks that ``bias`` has shape ``(features,)`` for a ``(in, features)`` kernel."""
-    if jnp.shape(bias) != (jnp.shape(kernel)[1],):
+    """Checks that ``bias`` has shape ``(features,)`` for a kernel ending in ``features``."""
+    if jnp.shape(bias) != (jnp.shape(kernel)[-1],):
         raise ValueError(
-            f"`{bias_name}` must have shape ({jnp.shape(kernel)[1]},) to match `{kernel_name}` "
+            f"`{bias_name}` must have shape ({jnp.shape(kernel)[-1]},) to match `{kernel_name}` "
             f"of shape {jnp.shape(kernel)}, got {jnp.shape(bias)}."
         )
 

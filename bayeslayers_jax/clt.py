@@ -1,19 +1,26 @@
-"""Moment propagation through an affine layer with Gaussian weights (the CLT layer's core)."""
+"""Moment propagation through an affine layer with Gaussian weights (the CLT layers' core).
+
+One implementation, :func:`_clt_moments`, serves every linear map: the dense product
+(:func:`clt_linear_moments`) and the convolution (:func:`clt_conv_moments`); see
+:mod:`bayeslayers_jax._linear_map`.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from bayeslayers_jax._linear_map import DENSE, Conv, Padding
 from bayeslayers_jax._checks import (
     as_float_array,
     check_bias,
-    check_kernel,
     check_same_shape,
     nonnegative_or_nan,
 )
 
-__all__ = ["clt_linear_moments"]
+__all__ = ["clt_linear_moments", "clt_conv_moments"]
 
 
 def _row_vector(b: jax.Array, ndim: int) -> jax.Array:
@@ -81,41 +88,118 @@ def clt_linear_moments(
       Haussmann, Hamprecht, Kandemir (2019). Sampling-Free Variational Inference of Bayesian
       Neural Networks by Variance Backpropagation. UAI.
     """
+    return _clt_moments(DENSE, "weight", mu, var, weight_mu, weight_var, bias_mu, bias_var)
+
+
+def clt_conv_moments(
+    mu: jax.Array,
+    var: jax.Array | None,
+    kernel_mu: jax.Array,
+    kernel_var: jax.Array | None,
+    bias_mu: jax.Array | None = None,
+    bias_var: jax.Array | None = None,
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "SAME",
+    input_dilation: int | Sequence[int] = 1,
+    kernel_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Exact mean and variance of a convolution with independent Gaussian inputs and kernel.
+
+    A convolution is a linear map: each output element is a sum over its receptive field
+    :math:`R` of input-kernel products, so :func:`clt_linear_moments`'s formula holds with the
+    matrix product replaced by the convolution :math:`\star` (the same one, with the same
+    arguments, for all three terms):
+
+    .. math::
+       \mathbb E[y] = \mu \star K_\mu + b_\mu, \qquad
+       \operatorname{Var}[y] = (s + \mu^2) \star K_v + s \star K_\mu^2 + b_v
+
+    for inputs of means :math:`\mu` and variances :math:`s`, independent of each other and
+    of the kernel entries :math:`K \sim \mathcal N(K_\mu, K_v)`. The convolution is
+    :class:`flax.linen.Conv` (``jax.lax.conv_general_dilated``) with its conventions:
+    channels last, kernel of shape ``(*kernel_size, in_features // feature_group_count,
+    features)``, any number of spatial axes and of leading batch axes.
+
+    Padding: zero padding (``'SAME'``, ``'VALID'``, explicit pairs, ``'CAUSAL'``) pads the
+    mean and the variance with zeros, i.e. with the constant 0, which is exact. With
+    ``'REFLECT'``, or ``'CIRCULAR'`` when the dilated kernel is wider than the input, one
+    input can fall twice into one receptive field; the formula then treats the two copies
+    as independent (its variance misses their covariance). The kernel terms stay exact for
+    a deterministic input.
+
+    Args:
+      mu: input means, ``(*batch, *spatial, in_features)``.
+      var: input variances of the same shape, or ``None`` for a deterministic input.
+      kernel_mu: kernel means ``(*kernel_size, in_features // feature_group_count, features)``.
+      kernel_var: kernel variances of the same shape, or ``None`` for a deterministic kernel.
+      bias_mu: optional ``(features,)`` bias means.
+      bias_var: optional ``(features,)`` bias variances (requires ``bias_mu``).
+      strides, padding, input_dilation, kernel_dilation, feature_group_count: as for
+        :class:`flax.linen.Conv`.
+
+    Returns:
+      ``(mean, var)`` of shape ``(*batch, *out_spatial, features)``, the variance >= 0.
+
+    Raises:
+      ValueError: shapes that do not fit (naming the arguments), a concrete negative
+        variance. Under ``jax.jit`` negative variances become NaN and NaN propagates, as in
+        :func:`clt_linear_moments`, whose supported range also applies here.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> mean, var = clt_conv_moments(
+      ...     jnp.ones((1, 4, 4, 2)), jnp.full((1, 4, 4, 2), 0.5),
+      ...     jnp.ones((3, 3, 2, 1)), jnp.full((3, 3, 2, 1), 0.1), padding='VALID')
+      >>> print(mean.shape, mean[0, 0, 0, 0], var[0, 0, 0, 0])  # 18 terms: 18 (1.5 * 0.1 + 0.5)
+      (1, 2, 2, 1) 18.0 11.7
+
+    References:
+      Wu et al. (2019); Haussmann et al. (2019): see :func:`clt_linear_moments`.
+    """
+    conv = Conv(strides, padding, input_dilation, kernel_dilation, feature_group_count)
+    return _clt_moments(conv, "kernel", mu, var, kernel_mu, kernel_var, bias_mu, bias_var)
+
+
+def _clt_moments(linear_map, kernel, mu, var, kernel_mu, kernel_var, bias_mu, bias_var):
+    """The moments of ``linear_map(x, K) + b``; ``kernel`` names the kernel arguments."""
+    k_mu, k_var = f"{kernel}_mu", f"{kernel}_var"
     mu = as_float_array("mu", mu)
-    weight_mu = as_float_array("weight_mu", weight_mu)
-    check_kernel("mu", mu, "weight_mu", weight_mu)
-    arrays = [mu, weight_mu]
+    kernel_mu = as_float_array(k_mu, kernel_mu)
+    linear_map.check("mu", mu, k_mu, kernel_mu)
+    arrays = [mu, kernel_mu]
     if var is not None:
         var = as_float_array("var", var)
         check_same_shape(mu=mu, var=var)
         arrays.append(var)
-    if weight_var is not None:
-        weight_var = as_float_array("weight_var", weight_var)
-        check_same_shape(weight_mu=weight_mu, weight_var=weight_var)
-        arrays.append(weight_var)
+    if kernel_var is not None:
+        kernel_var = as_float_array(k_var, kernel_var)
+        check_same_shape(**{k_mu: kernel_mu, k_var: kernel_var})
+        arrays.append(kernel_var)
     if bias_var is not None and bias_mu is None:
         raise ValueError("`bias_var` was given without `bias_mu`.")
     for name, b in (("bias_mu", bias_mu), ("bias_var", bias_var)):
         if b is not None:
-            check_bias(name, as_float_array(name, b), "weight_mu", weight_mu)
+            check_bias(name, as_float_array(name, b), k_mu, kernel_mu)
             arrays.append(as_float_array(name, b))
     dtype = jnp.result_type(*arrays)
     cast = lambda a: None if a is None else jnp.asarray(a, dtype)  # noqa: E731
-    mu, var, weight_mu, weight_var = cast(mu), cast(var), cast(weight_mu), cast(weight_var)
+    mu, var, kernel_mu, kernel_var = cast(mu), cast(var), cast(kernel_mu), cast(kernel_var)
     if var is not None:
         var = nonnegative_or_nan("var", var)
-    if weight_var is not None:
-        weight_var = nonnegative_or_nan("weight_var", weight_var)
+    if kernel_var is not None:
+        kernel_var = nonnegative_or_nan(k_var, kernel_var)
     if bias_var is not None:
         bias_var = nonnegative_or_nan("bias_var", cast(bias_var))
 
-    mean = mu @ weight_mu
+    mean = linear_map(mu, kernel_mu)
     out_var = None
-    if weight_var is not None:
+    if kernel_var is not None:
         second_moment = mu * mu if var is None else var + mu * mu
-        out_var = second_moment @ weight_var
+        out_var = linear_map(second_moment, kernel_var)
     if var is not None:
-        term = var @ (weight_mu * weight_mu)
+        term = linear_map(var, kernel_mu * kernel_mu)
         out_var = term if out_var is None else out_var + term
     if out_var is None:
         out_var = jnp.zeros_like(mean)
