@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from bayeslayers_jax import clt_linear_moments, sample_weights
+from bayeslayers_jax.clt import clt_conv_moments
+from conv_montecarlo import CONV_CASES, assert_moments_within_4se, case_arrays, sample_outputs
 
 N = 40_000
 
@@ -103,3 +105,83 @@ def test_supported_range_of_the_mean_in_float32():
 def test_complex_inputs_raise():
     with pytest.raises(TypeError, match="`var` must be a real floating array"):
         clt_linear_moments(jnp.ones((2, 3)), jnp.ones((2, 3), jnp.complex128), jnp.ones((3, 2)), None)
+
+
+@pytest.mark.parametrize("input_var", [True, False])
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_conv_matches_monte_carlo_over_input_and_kernel_within_4_standard_errors(case, input_var):
+    """Strides, SAME/VALID/explicit/CIRCULAR/CAUSAL padding, both dilations, groups, 1-D and 2-D."""
+    mu, var, k_mu, k_std, b_mu, b_std = case_arrays(case, np.random.default_rng(0), input_var=input_var)
+    conv_args = CONV_CASES[case]["conv"]
+    mean, out_var = clt_conv_moments(mu, var, k_mu, k_std**2, b_mu, b_std**2, **conv_args)
+    y = sample_outputs(jax.random.key(1), 20_000, mu, var, k_mu, k_std, b_mu, b_std, conv_args)
+    assert mean.shape == out_var.shape == y.shape[1:]
+    assert_moments_within_4se(y, mean, out_var)
+
+
+def test_conv_with_a_1x1_kernel_is_the_dense_function():
+    """Dyadic values (exact in float64): equal bit for bit; random values: within rounding."""
+    rng = np.random.default_rng(2)
+    dyadic = lambda shape, lo=-8: jnp.asarray(rng.integers(lo, 9, shape) / 8.0)  # noqa: E731
+    args = (dyadic((2, 3, 5, 6)), dyadic((2, 3, 5, 6), 0), dyadic((6, 4)), dyadic((6, 4), 0), dyadic(4), dyadic(4, 0))
+    conv = clt_conv_moments(args[0], args[1], args[2][None, None], args[3][None, None], *args[4:])
+    for c, d in zip(conv, clt_linear_moments(*args)):
+        np.testing.assert_array_equal(c, d)
+    # Random values: the two contractions may sum in different orders; the difference is
+    # within the rounding bound of a length-6 dot product, 2 * 6 * eps * (|a| @ |b|).
+    mu, var = jnp.asarray(rng.normal(size=(2, 3, 5, 6))), jnp.asarray(rng.uniform(size=(2, 3, 5, 6)))
+    w, w_var = jnp.asarray(rng.normal(size=(6, 4))), jnp.asarray(rng.uniform(size=(6, 4)))
+    conv = clt_conv_moments(mu, var, w[None, None], w_var[None, None])
+    dense = clt_linear_moments(mu, var, w, w_var)
+    scale = clt_linear_moments(jnp.abs(mu), var, jnp.abs(w), w_var)
+    eps = np.finfo(np.float64).eps
+    for c, d, s in zip(conv, dense, scale):
+        assert np.all(np.abs(c - d) <= 12 * eps * (np.abs(s) + 1e-300))
+
+
+def test_conv_batch_axes_dtypes_jit_vmap_grad():
+    rng = np.random.default_rng(3)
+    k_mu, k_var = jnp.asarray(rng.normal(size=(3, 3, 2, 5))), jnp.asarray(rng.uniform(size=(3, 3, 2, 5)))
+    mu = jnp.asarray(rng.normal(size=(4, 3, 6, 6, 2)))
+    mean, var = clt_conv_moments(mu, mu**2, k_mu, k_var, strides=2)
+    assert mean.shape == var.shape == (4, 3, 3, 3, 5)  # several batch axes, as flax.linen.Conv
+    single = clt_conv_moments(mu[0, 0], mu[0, 0] ** 2, k_mu, k_var, strides=2)  # no batch axis
+    np.testing.assert_allclose(single[1], var[0, 0], rtol=1e-13)
+    f = jax.jit(jax.vmap(lambda m: clt_conv_moments(m, m**2, k_mu, k_var, strides=2)))
+    np.testing.assert_allclose(f(mu)[1], var, rtol=1e-13)
+    g = jax.grad(lambda kv: clt_conv_moments(mu, None, k_mu, kv, padding="VALID")[1].sum())(k_var)
+    # d/dK_v of sum(mu**2 * K_v): the sum of mu**2 over every window that uses that entry.
+    assert g.shape == k_var.shape and np.all(np.isfinite(g)) and np.all(g > 0)
+    f32 = clt_conv_moments(mu.astype(jnp.float32), None, k_mu.astype(jnp.float32), None)
+    assert f32[0].dtype == f32[1].dtype == jnp.float32
+    ints = clt_conv_moments(jnp.ones((1, 4, 4, 2), jnp.int32), None, k_mu, None)
+    np.testing.assert_array_equal(ints[0], clt_conv_moments(jnp.ones((1, 4, 4, 2)), None, k_mu, None)[0])
+
+
+def test_conv_errors_name_the_arguments_and_nan_propagates():
+    k = jnp.ones((3, 3, 2, 4))
+    with pytest.raises(ValueError, match=r"`kernel_mu` must be a convolution kernel.*\(2, 4\)"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 2)), None, jnp.ones((2, 4)), None)
+    with pytest.raises(ValueError, match=r"last axis of `mu` \(shape \(1, 5, 5, 3\)\).*`kernel_mu`"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 3)), None, k, None)
+    with pytest.raises(ValueError, match=r"`mu` must have shape \(\*batch, 2 spatial axes"):
+        clt_conv_moments(jnp.ones((5, 2)), None, k, None)
+    with pytest.raises(ValueError, match="divisible by feature_group_count = 2"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 4)), None, jnp.ones((3, 3, 2, 3)), None, feature_group_count=2)
+    with pytest.raises(ValueError, match="`feature_group_count` must be a positive integer, got 0"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 2)), None, k, None, feature_group_count=0)
+    with pytest.raises(ValueError, match="`kernel_mu` and `kernel_var`"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 2)), None, k, jnp.ones((3, 3, 2, 3)))
+    with pytest.raises(ValueError, match=r"`bias_var` must have shape \(4,\)"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 2)), None, k, k, jnp.ones(4), jnp.ones(3))
+    with pytest.raises(ValueError, match="`kernel_var` must be >= 0"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 2)), None, k, -k)
+    with pytest.raises(TypeError, match="`var` must be a real floating array"):
+        clt_conv_moments(jnp.ones((1, 5, 5, 2)), jnp.ones((1, 5, 5, 2), jnp.complex64), k, None)
+    # A NaN input variance at one pixel: NaN exactly in the outputs whose window holds it.
+    var = jnp.zeros((1, 5, 5, 2)).at[0, 0, 0, 1].set(jnp.nan)
+    mean, out_var = clt_conv_moments(jnp.ones((1, 5, 5, 2)), var, k, k, padding="VALID")
+    nan = np.isnan(np.asarray(out_var))
+    assert nan[0, 0, 0].all() and nan.sum() == 4 and np.all(np.isfinite(mean))
+    _, out_var = jax.jit(clt_conv_moments)(jnp.ones((1, 5, 5, 2)), jnp.ones((1, 5, 5, 2)), k, -k)
+    assert bool(jnp.all(jnp.isnan(out_var)))  # negative variance under jit: NaN, never < 0
