@@ -51,6 +51,9 @@ from bayeslayers_jax.parallel import (
     train_step,
 )
 from bayeslayers_jax.predictive import ClassPredictive, Predictive, detect_mode, predictive, predictive_probs
+from bayeslayers_jax.clt import clt_conv_moments
+from bayeslayers_jax.sampling import flipout, flipout_conv, local_reparameterization_conv
+from bayeslayers_jax.pooling import avg_pool_moments, flatten_moments
 
 __version__ = "0.1.0"
 
@@ -125,4 +128,11 @@ __all__ = [
     "shard_batch",
     "train_step",
     "data_parallel_train_step",
+    # convolutions, Flipout, pooling of CLT moments
+    "clt_conv_moments",
+    "local_reparameterization_conv",
+    "flipout",
+    "flipout_conv",
+    "avg_pool_moments",
+    "flatten_moments",
 ]
