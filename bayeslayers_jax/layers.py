@@ -26,8 +26,8 @@ Conventions (shared by every layer here):
   ``apply`` (stream name set by ``rng_collection``), and the two give different noise for
   the same ``key``:
 
-  - ``rng=key`` uses ``key`` itself: :class:`BBBLinear` draws its weights with
-    ``sample_weights`` from ``jax.random.split(key)`` (weight key, bias key) and
+  - ``rng=key`` uses ``key`` itself: :class:`BBBLinear` draws its weights (and bias, as
+    the kernel's last row) in one call ``sample_weights(key, ...)`` and
     :class:`LRLinear` calls ``local_reparameterization(key, ...)``, so the pure functions
     reproduce the layer exactly;
   - the stream uses ``self.make_rng('sample')``: the key Flax derives from ``key``, the
@@ -61,21 +61,15 @@ Examples:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
-from flax.linen.dtypes import promote_dtype
 
-from bayeslayers_jax.clt import clt_linear_moments
-from bayeslayers_jax._checks import as_float_array, check_concrete_real, concrete_value
-from bayeslayers_jax.kl import kl_normal_from_log_std
-from bayeslayers_jax.moments import crelu_moments, relu_moments
-from bayeslayers_jax.sampling import local_reparameterization, safe_sqrt, sample_weights
-from bayeslayers_jax.transforms import rho_to_log_std, rho_to_std
+from bayeslayers_jax import _layer_core as core
+from bayeslayers_jax._layer_core import INIT_RHO, crelu
 
 __all__ = [
     "BBBLinear",
@@ -93,38 +87,10 @@ Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
 
-#: Initial value of every ``rho`` parameter, as in the reference (std ``exp(-4.6) ~ 0.01``).
-INIT_RHO = -4.6
-
 #: Kaiming-uniform with ``a = sqrt(5)`` (PyTorch's ``nn.Linear`` default):
 #: ``gain = sqrt(2 / (1 + a**2)) = sqrt(1/3)``, ``bound = sqrt(3) * gain / sqrt(fan_in)
 #: = 1 / sqrt(fan_in)``; the same as ``variance_scaling(1/3, 'fan_in', 'uniform')``.
 default_weight_mu_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-_ACTS = ("relu", "crelu")
-
-
-def crelu(x: Array) -> Array:
-    """Concatenated ReLU: ``[relu(x), relu(-x)]`` on the last axis (twice the width).
-
-    Args:
-        x: input array.
-
-    Returns:
-        ``jnp.concatenate([relu(x), relu(-x)], axis=-1)``.
-
-    References:
-        Shang et al., "Understanding and Improving Convolutional Neural Networks via
-        Concatenated Rectified Linear Units", ICML 2016.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> from bayeslayers_jax import crelu
-        >>> print(crelu(jnp.array([[1.0, -2.0]])))
-        [[1. 0. 0. 2.]]
-    """
-    return jnp.concatenate([jax.nn.relu(x), jax.nn.relu(-x)], axis=-1)
-
 
 def total_kl(kl_collection: Any, *, per_member: bool = False) -> Array:
     """Sums every KL term sown by the Bayesian layers of a model.
@@ -276,7 +242,7 @@ def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dic
     for name, value in values.items():
         if name not in table:
             raise ValueError(f"unknown prior entry {name!r}; this layer has {sorted(table)}")
-        (_check_prior_std if name.endswith("_std") else _check_prior_mean)(value, name)
+        core.check_prior_value(name, value)
         # An array prior has the shape of its parameter (the current entry may be a scalar).
         is_weight = name.startswith("weight")
         reference = params.get("weight_mu" if is_weight else "bias_mu", table[name])
@@ -284,67 +250,13 @@ def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dic
         num_lead = len(ref_shape) - (2 if is_weight else 1)
         dtype = jnp.result_type(table[name])
         if reference is table[name] or num_lead <= 0:
-            table[name] = _prior_array(value, ref_shape, dtype, name)
+            table[name] = core.prior_array(value, ref_shape, dtype, name)
         else:  # an ensemble: keep the member axes
             lead = ref_shape[:num_lead]
             table[name] = stacked(value, lead, ref_shape[num_lead:], dtype, name)
     if layer is None:
         return {**variables, "prior": table}
     return {**variables, "prior": {**prior, layer: table}}
-
-
-def _dense(x: Array, kernel: Array, bias: Array | None) -> Array:
-    """``x @ kernel + bias`` on the last axis of ``x``, bias reshaped explicitly (no rank promotion)."""
-    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
-    if bias is not None:
-        y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
-    return y
-
-
-def _check_prior_std(value: Any, name: str) -> None:
-    check_concrete_real(name, value, "positive")
-
-
-def _check_prior_mean(value: Any, name: str) -> None:
-    check_concrete_real(name, value, "finite")
-
-
-def _is_scalar_like(value: Any) -> bool:
-    return int(np.size(value)) == 1
-
-
-def _prior_array(value: Any, shape: tuple[int, ...], dtype: Dtype, name: str) -> Array:
-    """A prior value as an array: shape ``()`` for scalars (and size-1 arrays), else ``shape``."""
-    arr = jnp.asarray(value, dtype=dtype)
-    if arr.size == 1:
-        return jnp.reshape(arr, ())
-    if arr.shape != tuple(shape):
-        raise ValueError(
-            f"{name} must be a scalar or have shape {tuple(shape)} (Flax layout), "
-            f"got shape {arr.shape}"
-        )
-    return arr
-
-
-def _torch_bias_init(fan_in: int) -> Initializer:
-    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: the bias initializer of ``torch.nn.Linear``."""
-    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-
-    def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
-        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
-
-    return init
-
-
-def _activation_moments(act: str, mean: Array, var: Array) -> tuple[Array, Array]:
-    sigma = safe_sqrt(var)
-    if act == "relu":
-        return relu_moments(mean, sigma)
-    return crelu_moments(mean, sigma)
-
-
-def _activation(act: str, x: Array) -> Array:
-    return jax.nn.relu(x) if act == "relu" else crelu(x)
 
 
 class _BayesianLinearBase(nn.Module):
@@ -370,107 +282,76 @@ class _BayesianLinearBase(nn.Module):
     _has_std = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.features, bool) or not isinstance(self.features, (int, np.integer)):
-            raise TypeError(f"features must be a positive int, got {self.features!r}")
-        if self.features <= 0:
-            raise ValueError(f"features must be a positive int, got {self.features!r}")
         if not isinstance(self.rng_collection, str):
             raise TypeError(f"rng_collection must be a str, got {self.rng_collection!r}")
-        if self.map is not None and not isinstance(self.map, (bool, np.bool_)):
-            raise TypeError(f"map must be a bool or None, got {self.map!r}")
-        if self._has_std:
-            _check_prior_mean(self.prior_mean, "prior_mean")
-            _check_prior_std(self.prior_std, "prior_std")
-            if self.bias_prior_mean is not None:
-                _check_prior_mean(self.bias_prior_mean, "bias_prior_mean")
-            if self.bias_prior_std is not None:
-                _check_prior_std(self.bias_prior_std, "bias_prior_std")
-            if self.use_bias:
-                self._bias_prior_values()  # raises if it cannot be resolved
+        core.check_layer_config(
+            features=self.features,
+            use_bias=self.use_bias,
+            prior_mean=self.prior_mean,
+            prior_std=self.prior_std,
+            bias_prior_mean=self.bias_prior_mean,
+            bias_prior_std=self.bias_prior_std,
+            map=self.map,
+            has_std=self._has_std,
+            act=getattr(self, "act", None),
+        )
         super().__post_init__()
 
+    # The affine map and the kernel shape of the layer family (a convolution overrides them).
+    _op = core.DENSE
+
+    def _kernel_shape(self, in_features: int) -> tuple[int, ...]:
+        return (in_features, self.features)
+
     # ----------------------------------------------------------------- priors
-    def _bias_prior_values(self) -> tuple[Any, Any]:
-        """The bias prior: its own fields, else the weight prior when that is a scalar."""
-
-        def resolve(bias_value: Any, weight_value: Any, kind: str) -> Any:
-            if bias_value is not None:
-                return bias_value
-            if not _is_scalar_like(weight_value):
-                raise ValueError(
-                    f"bias_prior_{kind} must be given when prior_{kind} is weight-shaped "
-                    f"(got prior_{kind} of shape {np.shape(weight_value)})"
-                )
-            return weight_value
-
-        return (
-            resolve(self.bias_prior_mean, self.prior_mean, "mean"),
-            resolve(self.bias_prior_std, self.prior_std, "std"),
+    def _prior_fields(self) -> dict[str, Any]:
+        return dict(
+            use_bias=self.use_bias,
+            prior_mean=self.prior_mean,
+            prior_std=self.prior_std,
+            bias_prior_mean=self.bias_prior_mean,
+            bias_prior_std=self.bias_prior_std,
         )
 
-    def _prior_variable(self, name: str, value: Any, shape: tuple[int, ...], field: str) -> Array:
-        """Reads ``'prior'/name``, creating it during ``init``; else falls back to the field."""
-        make = lambda: _prior_array(value, shape, self.param_dtype, field)  # noqa: E731
-        if self.has_variable("prior", name):
-            return self.get_variable("prior", name)
-        if self.is_initializing() and self.is_mutable_collection("prior"):
-            return self.variable("prior", name, make).value
-        return make()
-
     def _priors(self, in_features: int) -> dict[str, Array]:
-        priors = {
-            "weight_mean": self._prior_variable(
-                "weight_mean", self.prior_mean, (in_features, self.features), "prior_mean"
-            ),
-            "weight_std": self._prior_variable(
-                "weight_std", self.prior_std, (in_features, self.features), "prior_std"
-            ),
-        }
-        if self.use_bias:
-            b_mean, b_std = self._bias_prior_values()
-            priors["bias_mean"] = self._prior_variable(
-                "bias_mean", b_mean, (self.features,), "bias_prior_mean"
-            )
-            priors["bias_std"] = self._prior_variable(
-                "bias_std", b_std, (self.features,), "bias_prior_std"
-            )
+        """Reads each ``'prior'`` entry, creating it during ``init``; else the field's value."""
+        specs = core.prior_specs(self._kernel_shape(in_features), self.features, **self._prior_fields())
+        priors = {}
+        for name, (value, shape, field) in specs.items():
+            if self.has_variable("prior", name):
+                priors[name] = self.get_variable("prior", name)
+                continue
+            make = lambda v=value, s=shape, f=field: core.prior_array(v, s, self.param_dtype, f)  # noqa: E731
+            if self.is_initializing() and self.is_mutable_collection("prior"):
+                priors[name] = self.variable("prior", name, make).value
+            else:
+                priors[name] = make()
         return priors
 
     def _read_priors(self) -> dict[str, Array]:
-        in_features = self._read_params()["weight_mu"].shape[0]
-        return self._priors(in_features)
+        return self._priors(self._read_params()["weight_mu"].shape[-2])
 
     # ------------------------------------------------------------- parameters
     def _params(self, in_features: int, input_name: str) -> dict[str, Array]:
         """Creates (at init) or fetches the parameters, checking the input width."""
         if self.has_variable("params", "weight_mu"):
-            expected = self.get_variable("params", "weight_mu").shape[0]
-            if expected != in_features:
-                raise ValueError(
-                    f"{input_name} has {in_features} features on its last axis, but this "
-                    f"{type(self).__name__} was initialized for {expected} input features"
-                )
-        shape = (in_features, self.features)
-        params = {"weight_mu": self.param("weight_mu", self.weight_mu_init, shape, self.param_dtype)}
-        if self._has_std:
-            params["weight_rho"] = self.param(
-                "weight_rho", self.weight_rho_init, shape, self.param_dtype
-            )
-        if self.use_bias:
-            bias_init = self.bias_mu_init if self.bias_mu_init is not None else _torch_bias_init(in_features)
-            params["bias_mu"] = self.param("bias_mu", bias_init, (self.features,), self.param_dtype)
-            if self._has_std:
-                params["bias_rho"] = self.param(
-                    "bias_rho", self.bias_rho_init, (self.features,), self.param_dtype
-                )
-        return params
+            expected = self.get_variable("params", "weight_mu").shape[-2]
+            core.check_input_width(in_features, expected, input_name, type(self).__name__)
+        shape = self._kernel_shape(in_features)
+        fan_in = int(np.prod(shape[:-1]))
+        inits = {
+            "weight_mu": (self.weight_mu_init, shape),
+            "weight_rho": (self.weight_rho_init, shape),
+            "bias_mu": (self.bias_mu_init or core.torch_bias_init(fan_in), (self.features,)),
+            "bias_rho": (self.bias_rho_init, (self.features,)),
+        }
+        return {
+            name: self.param(name, inits[name][0], inits[name][1], self.param_dtype)
+            for name in core.param_names(has_std=self._has_std, use_bias=self.use_bias)
+        }
 
     def _read_params(self) -> dict[str, Array]:
-        names = ["weight_mu", "weight_rho", "bias_mu", "bias_rho"]
-        if not self._has_std:
-            names = ["weight_mu", "bias_mu"]
-        if not self.use_bias:
-            names = [n for n in names if not n.startswith("bias")]
+        names = core.param_names(has_std=self._has_std, use_bias=self.use_bias)
         missing = [n for n in names if not self.has_variable("params", n)]
         if missing:
             raise ValueError(
@@ -479,33 +360,8 @@ class _BayesianLinearBase(nn.Module):
             )
         return {n: self.get_variable("params", n) for n in names}
 
-    def _stds(self, params: dict[str, Array]) -> tuple[Array, Array | None]:
-        self._require_std("std")
-        w_std = rho_to_std(params["weight_rho"], use_softplus=self.use_softplus)
-        b_std = None
-        if self.use_bias:
-            b_std = rho_to_std(params["bias_rho"], use_softplus=self.use_softplus)
-        return w_std, b_std
-
     def _require_std(self, what: str) -> None:
-        if not self._has_std:
-            raise ValueError(
-                f"{type(self).__name__} has deterministic weights: it has no std parameters "
-                f"and no KL divergence, so it cannot compute {what}"
-            )
-
-    def _kl_from(self, params: dict[str, Array], priors: dict[str, Array]) -> Array:
-        # From rho (log std), never log(exp(rho)): exact and finite where exp(rho) underflows.
-        self._require_std("KL")
-        terms = [("weight_mu", "weight_rho", "weight_mean", "weight_std")]
-        if self.use_bias:
-            terms.append(("bias_mu", "bias_rho", "bias_mean", "bias_std"))
-        kl = None
-        for mu, rho, p_mean, p_std in terms:
-            log_std = rho_to_log_std(params[rho], use_softplus=self.use_softplus)
-            term = jnp.sum(kl_normal_from_log_std(params[mu], log_std, priors[p_mean], priors[p_std]))
-            kl = term if kl is None else kl + term
-        return kl
+        core.require_std(self._has_std, type(self).__name__, what)
 
     def _sow_kl(self, params: dict[str, Array], in_features: int) -> None:
         """Sows the layer's KL into ``'kl'`` (overwriting, so a shared layer counts once).
@@ -520,7 +376,7 @@ class _BayesianLinearBase(nn.Module):
             self.sow(
                 "kl",
                 "kl",
-                self._kl_from(params, priors),
+                core.layer_kl(params, priors, self.use_softplus),
                 init_fn=lambda: jnp.zeros((), self.param_dtype),
                 reduce_fn=lambda _, new: new,
             )
@@ -544,36 +400,40 @@ class _BayesianLinearBase(nn.Module):
             return self.make_rng(self.rng_collection)
         if self.is_initializing():
             return None
-        raise ValueError(
-            f"{type(self).__name__} samples its weights but got no PRNG key: pass "
-            f"rngs={{'{self.rng_collection}': key}} to apply (the rng_collection "
-            f"'{self.rng_collection}'), or rng=key at the call, or use map=True"
-        )
+        raise core.missing_key_error(type(self).__name__, self.rng_collection)
 
-    def _sampling_setup(self, x: Any, map: bool | None, rng: Array | None):
-        """Shared start of a sampling layer's call: ``(x, params, key)``, ``key=None`` for MAP.
-
-        Checks the input, creates or fetches the parameters and sows the KL.
-        """
+    def _setup(self, x: Any, map: bool | None, input_name: str):
+        """Shared start of a call: ``(map, x, params)``; checks the input, sows the KL."""
         map_ = self._merge_map(map)
-        x = self._check_input(x, "x")
-        params = self._params(x.shape[-1], "x")
+        x = core.check_input(x, input_name)
+        params = self._params(x.shape[-1], input_name)
         self._sow_kl(params, x.shape[-1])
-        return x, params, (None if map_ else self._key(rng))
+        return map_, x, params
 
-    def _mean_forward(self, x: Array, params: dict[str, Array]) -> Array:
-        """``x @ weight_mu + bias_mu`` in the promoted dtype (the MAP output)."""
-        x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
-        return _dense(x, w, b)
+    def _sample_call(self, forward, x: Any, map: bool | None, rng: Array | None) -> Array:
+        """A sampling layer's call: the mean forward pass in MAP mode, else ``forward``."""
+        map_, x, params = self._setup(x, map, "x")
+        key = None if map_ else self._key(rng)
+        if key is None:
+            return core.mean_forward(x, params, self.dtype, self._op)
+        return forward(key, x, params, self.use_softplus, self.dtype, self._op)
 
-    @staticmethod
-    def _check_input(x: Any, name: str) -> Array:
-        # The package's dtype rule: real floats pass, int/bool are cast to the default float,
-        # complex and anything else raise a TypeError naming the argument.
-        x = as_float_array(name, x)
-        if x.ndim < 1:
-            raise ValueError(f"{name} must have at least one axis (features last), got shape {x.shape}")
-        return x
+    def _clt_call(self, mu: Any, var: Any, map: bool | None) -> tuple[Array, Array | None]:
+        """A CLT layer's call (``var=None`` allowed per :class:`CLTLinear`'s rules)."""
+        map_, mu, params = self._setup(mu, map, "mu")
+        deterministic_input = var is None and not self._has_std
+        if map_ or deterministic_input:
+            return core.map_forward(mu, params, self.dtype, self.act, self.is_output, self._op), None
+        if var is None:
+            # During init only the shapes matter, so a missing variance is not an error there.
+            if not self.is_input and not self.is_initializing():
+                raise core.missing_var_error(type(self).__name__)
+        else:
+            var = core.check_var(var, mu)
+        return core.clt_forward(
+            mu, var, params, use_softplus=self.use_softplus, dtype=self.dtype,
+            act=self.act, is_output=self.is_output, op=self._op,
+        )
 
     # ----------------------------------------------------------- public views
     def mean(self) -> tuple[Array, Array | None]:
@@ -588,7 +448,7 @@ class _BayesianLinearBase(nn.Module):
         """Standard deviations ``(exp(weight_rho), exp(bias_rho))`` (``softplus`` with
         ``use_softplus=True``); ``layer.apply(variables, method='std')``."""
         self._require_std("std")
-        return self._stds(self._read_params())
+        return core.param_stds(self._read_params(), self.use_softplus)
 
     def var(self) -> tuple[Array, Array | None]:
         """Variances, the squares of :meth:`std`; ``layer.apply(variables, method='var')``."""
@@ -607,7 +467,7 @@ class _BayesianLinearBase(nn.Module):
         ``'prior'`` collection when the variables hold it, else from the module's fields.
         """
         self._require_std("KL")
-        return self._kl_from(self._read_params(), self._read_priors())
+        return core.layer_kl(self._read_params(), self._read_priors(), self.use_softplus)
 
 
 class BBBLinear(_BayesianLinearBase):
@@ -669,23 +529,7 @@ class BBBLinear(_BayesianLinearBase):
         Returns:
             Outputs of shape ``x.shape[:-1] + (features,)``.
         """
-        x, params, key = self._sampling_setup(x, map, rng)
-        if key is None:
-            return self._mean_forward(x, params)
-        w_std, b_std = self._stds(params)
-        if self.use_bias:
-            # One draw for the weights and the bias (the bias as the kernel's last row):
-            # one bit-generator call per layer instead of a key split and two.
-            wb = sample_weights(
-                key,
-                jnp.concatenate([params["weight_mu"], params["bias_mu"][None]], axis=0),
-                jnp.concatenate([w_std, b_std[None]], axis=0),
-            )
-            w, b = wb[:-1], wb[-1]
-        else:
-            w, b = sample_weights(key, params["weight_mu"], w_std), None
-        x, w, b = promote_dtype(x, w, b, dtype=self.dtype)
-        return _dense(x, w, b)
+        return self._sample_call(core.bbb_forward, x, map, rng)
 
 
 class LRLinear(_BayesianLinearBase):
@@ -720,14 +564,7 @@ class LRLinear(_BayesianLinearBase):
     @nn.compact
     def __call__(self, x: Array, *, map: bool | None = None, rng: Array | None = None) -> Array:
         """Applies the layer (arguments as :meth:`BBBLinear.__call__`)."""
-        x, params, key = self._sampling_setup(x, map, rng)
-        if key is None:
-            return self._mean_forward(x, params)
-        w_std, b_std = self._stds(params)
-        x, w_mu, w_std, b_mu, b_std = promote_dtype(
-            x, params["weight_mu"], w_std, params.get("bias_mu"), b_std, dtype=self.dtype
-        )
-        return local_reparameterization(key, x, w_mu, w_std, b_mu, b_std)
+        return self._sample_call(core.lr_forward, x, map, rng)
 
 
 class CLTLinear(_BayesianLinearBase):
@@ -775,11 +612,6 @@ class CLTLinear(_BayesianLinearBase):
     is_input: bool = False
     is_output: bool = False
 
-    def __post_init__(self) -> None:
-        if self.act not in _ACTS:
-            raise ValueError(f"act must be one of {_ACTS}, got {self.act!r}")
-        super().__post_init__()
-
     @nn.compact
     def __call__(
         self, mu: Array, var: Array | None = None, *, map: bool | None = None
@@ -797,38 +629,7 @@ class CLTLinear(_BayesianLinearBase):
         Returns:
             ``(mean, var)`` of the output; ``(mean, None)`` in MAP mode.
         """
-        map_ = self._merge_map(map)
-        mu = self._check_input(mu, "mu")
-        params = self._params(mu.shape[-1], "mu")
-        self._sow_kl(params, mu.shape[-1])
-        if map_:
-            return self._map_forward(mu, params), None
-        if var is None:
-            # During init only the shapes matter, so a missing variance is not an error there.
-            if not self.is_input and not self.is_initializing():
-                raise ValueError(
-                    f"{type(self).__name__} got var=None, but a non-input layer "
-                    "(is_input=False) needs the input variance outside MAP mode: pass var, "
-                    "set is_input=True, or use map=True"
-                )
-        else:
-            var = as_float_array("var", var)
-            if var.shape != mu.shape:
-                raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
-        w_std, b_std = self._stds(params)
-        w_var = jnp.square(w_std)
-        b_var = None if b_std is None else jnp.square(b_std)
-        mu, var, w_mu, w_var, b_mu, b_var = promote_dtype(
-            mu, var, params["weight_mu"], w_var, params.get("bias_mu"), b_var, dtype=self.dtype
-        )
-        mean, out_var = clt_linear_moments(mu, var, w_mu, w_var, b_mu, b_var)
-        if self.is_output:
-            return mean, out_var
-        return _activation_moments(self.act, mean, out_var)
-
-    def _map_forward(self, mu: Array, params: dict[str, Array]) -> Array:
-        y = self._mean_forward(mu, params)
-        return y if self.is_output else _activation(self.act, y)
+        return self._clt_call(mu, var, map)
 
 
 class CLTLinearDet(CLTLinear):
@@ -866,16 +667,4 @@ class CLTLinearDet(CLTLinear):
         self, mu: Array, var: Array | None = None, *, map: bool | None = None
     ) -> tuple[Array, Array | None]:
         """Propagates ``(mu, var)``; arguments and returns as :meth:`CLTLinear.__call__`."""
-        map_ = self._merge_map(map)
-        mu = self._check_input(mu, "mu")
-        params = self._params(mu.shape[-1], "mu")
-        if map_ or var is None:
-            return self._map_forward(mu, params), None
-        var = as_float_array("var", var)
-        if var.shape != mu.shape:
-            raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
-        mu, var, w, b = promote_dtype(mu, var, params["weight_mu"], params.get("bias_mu"), dtype=self.dtype)
-        mean, out_var = clt_linear_moments(mu, var, w, None, b, None)
-        if self.is_output:
-            return mean, out_var
-        return _activation_moments(self.act, mean, out_var)
+        return self._clt_call(mu, var, map)

@@ -14,10 +14,9 @@ from bayeslayers_jax.layers import (
     CLTLinear,
     CLTLinearDet,
     LRLinear,
-    _check_prior_mean,
-    _check_prior_std,
     crelu,
 )
+from bayeslayers_jax._layer_core import check_prior_value
 
 __all__ = ["BayesianMLP", "LAYER_TYPES", "ACTIVATIONS"]
 
@@ -107,12 +106,12 @@ class BayesianMLP(nn.Module):
         for f in self.features:
             if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f <= 0:
                 raise ValueError(f"features must hold positive ints, got {tuple(self.features)!r}")
-        _check_prior_mean(self.prior_mean, "prior_mean")
-        _check_prior_std(self.prior_std, "prior_std")
+        check_prior_value("prior_mean", self.prior_mean)
+        check_prior_value("prior_std", self.prior_std)
         if self.bias_prior_mean is not None:
-            _check_prior_mean(self.bias_prior_mean, "bias_prior_mean")
+            check_prior_value("bias_prior_mean", self.bias_prior_mean)
         if self.bias_prior_std is not None:
-            _check_prior_std(self.bias_prior_std, "bias_prior_std")
+            check_prior_value("bias_prior_std", self.bias_prior_std)
         for name in ("prior_mean", "prior_std"):
             if np.size(getattr(self, name)) != 1:
                 raise ValueError(

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, _prior_array
+from bayeslayers_jax._layer_core import prior_array
+from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear
 from bayeslayers_jax.mlp import LAYER_TYPES, BayesianMLP
 
 __all__ = ["port_objectrl_layer", "port_objectrl_mlp", "OBJECTRL_KEYS"]
@@ -143,8 +144,8 @@ def _port_layer(
         else layer.prior_std
     )
     prior = {
-        "weight_mean": _prior_array(weight_mean, in_out, dtype, "prior_mean"),
-        "weight_std": _prior_array(weight_std, in_out, dtype, "prior_std"),
+        "weight_mean": prior_array(weight_mean, in_out, dtype, "prior_mean"),
+        "weight_std": prior_array(weight_std, in_out, dtype, "prior_std"),
     }
     if layer.use_bias:
         # ObjectRL shares a scalar prior with the bias; else the layer's own bias prior.
@@ -153,8 +154,8 @@ def _port_layer(
             bias_mean = weight_mean if np.size(weight_mean) == 1 else layer.prior_mean
         if bias_std is None:
             bias_std = weight_std if np.size(weight_std) == 1 else layer.prior_std
-        prior["bias_mean"] = _prior_array(bias_mean, (layer.features,), dtype, "bias_prior_mean")
-        prior["bias_std"] = _prior_array(bias_std, (layer.features,), dtype, "bias_prior_std")
+        prior["bias_mean"] = prior_array(bias_mean, (layer.features,), dtype, "bias_prior_mean")
+        prior["bias_std"] = prior_array(bias_std, (layer.features,), dtype, "bias_prior_std")
     return params, prior, out_in[1]
 
 

@@ -1,0 +1,399 @@
+"""What every Bayesian layer does, whatever front end holds its parameters (private).
+
+The ``flax.linen`` layers (:mod:`bayeslayers_jax.layers`), the ``flax.nnx`` layers and the
+convolutions are thin wrappers: they own parameters, priors and keys in their framework's
+way and call the functions here for everything else, so that a check, a prior rule, the KL
+or a forward pass is written once:
+
+* configuration checks (:func:`check_layer_config`) and the bias-prior rule
+  (:func:`bias_prior_values`, :func:`prior_values`);
+* the input checks (:func:`check_input`, :func:`check_input_width`, :func:`check_var`) and
+  the errors the layers raise (:func:`missing_key_error`, :func:`missing_var_error`,
+  :func:`require_std`);
+* standard deviations and the closed-form KL from ``rho`` (:func:`param_stds`,
+  :func:`layer_kl`);
+* the forward passes of each method (:func:`mean_forward`, :func:`bbb_forward`,
+  :func:`lr_forward`, :func:`clt_forward`, :func:`map_forward`), over an affine map
+  (:class:`AffineMap`): :data:`DENSE` for the linear layers; a convolution supplies its own.
+
+Parameters are passed as a dict with the keys ``weight_mu``, ``weight_rho``, ``bias_mu`` and
+``bias_rho`` (the ones a layer has), priors as a dict with ``weight_mean``, ``weight_std``,
+``bias_mean`` and ``bias_std``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.linen.dtypes import promote_dtype
+
+from bayeslayers_jax._checks import as_float_array, check_concrete_real
+from bayeslayers_jax.clt import clt_linear_moments
+from bayeslayers_jax.kl import kl_normal_from_log_std
+from bayeslayers_jax.moments import crelu_moments, relu_moments
+from bayeslayers_jax.sampling import local_reparameterization, safe_sqrt, sample_weights
+from bayeslayers_jax.transforms import rho_to_log_std, rho_to_std
+
+Array = jax.Array
+Dtype = Any
+
+#: Initial value of every ``rho`` parameter, as in the reference (std ``exp(-4.6) ~ 0.01``).
+INIT_RHO = -4.6
+
+#: The activations of the CLT layers.
+ACTS = ("relu", "crelu")
+
+PARAM_NAMES = ("weight_mu", "weight_rho", "bias_mu", "bias_rho")
+
+
+class AffineMap(NamedTuple):
+    """The linear map of a layer family and its three uses.
+
+    Attributes:
+        apply: ``apply(x, kernel, bias)``: ``x`` mapped by ``kernel`` plus ``bias``
+            (``bias`` may be ``None``).
+        local_reparameterization: ``(key, x, weight_mu, weight_std, bias_mu, bias_std)`` to
+            a sample of the pre-activations
+            (:func:`~bayeslayers_jax.sampling.local_reparameterization` for dense layers).
+        moments: ``(mu, var, weight_mu, weight_var, bias_mu, bias_var)`` to the output
+            ``(mean, var)`` (:func:`~bayeslayers_jax.clt.clt_linear_moments`).
+    """
+
+    apply: Callable[..., Array]
+    local_reparameterization: Callable[..., Array]
+    moments: Callable[..., tuple[Array, Array]]
+
+
+def dense(x: Array, kernel: Array, bias: Array | None) -> Array:
+    """``x @ kernel + bias`` on the last axis of ``x``, bias reshaped explicitly (no rank promotion)."""
+    y = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    if bias is not None:
+        y = y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+    return y
+
+
+#: The affine map of the dense (linear) layers.
+DENSE = AffineMap(dense, local_reparameterization, clt_linear_moments)
+
+
+# --------------------------------------------------------------------- configuration
+def check_features(value: Any, name: str = "features") -> None:
+    """Raises unless ``value`` is a positive int (``TypeError`` for a non-int)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_layer_config(
+    *,
+    features: Any,
+    use_bias: bool,
+    prior_mean: Any,
+    prior_std: Any,
+    bias_prior_mean: Any,
+    bias_prior_std: Any,
+    map: Any,
+    has_std: bool,
+    act: str | None = None,
+) -> None:
+    """Checks a layer's fields, raising ``TypeError``/``ValueError`` that name the field."""
+    check_features(features)
+    if map is not None and not isinstance(map, (bool, np.bool_)):
+        raise TypeError(f"map must be a bool or None, got {map!r}")
+    if act is not None and act not in ACTS:
+        raise ValueError(f"act must be one of {ACTS}, got {act!r}")
+    if not has_std:
+        return
+    for name, value in (
+        ("prior_mean", prior_mean),
+        ("prior_std", prior_std),
+        ("bias_prior_mean", bias_prior_mean),
+        ("bias_prior_std", bias_prior_std),
+    ):
+        if value is not None:
+            check_prior_value(name, value)
+    if use_bias:
+        bias_prior_values(prior_mean, prior_std, bias_prior_mean, bias_prior_std)
+
+
+def check_prior_value(name: str, value: Any) -> None:
+    """A concrete prior std (name ending in ``_std``) must be > 0, a prior mean finite."""
+    check_concrete_real(name, value, "positive" if name.endswith("_std") else "finite")
+
+
+def bias_prior_values(prior_mean: Any, prior_std: Any, bias_prior_mean: Any, bias_prior_std: Any) -> tuple[Any, Any]:
+    """The bias prior: its own fields, else the weight prior when that is a scalar."""
+
+    def resolve(bias_value: Any, weight_value: Any, kind: str) -> Any:
+        if bias_value is not None:
+            return bias_value
+        if int(np.size(weight_value)) != 1:
+            raise ValueError(
+                f"bias_prior_{kind} must be given when prior_{kind} is weight-shaped "
+                f"(got prior_{kind} of shape {np.shape(weight_value)})"
+            )
+        return weight_value
+
+    return resolve(bias_prior_mean, prior_mean, "mean"), resolve(bias_prior_std, prior_std, "std")
+
+
+def prior_array(value: Any, shape: tuple[int, ...], dtype: Dtype, name: str) -> Array:
+    """A prior value as an array: shape ``()`` for scalars (and size-1 arrays), else ``shape``."""
+    arr = jnp.asarray(value, dtype=dtype)
+    if arr.size == 1:
+        return jnp.reshape(arr, ())
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must be a scalar or have shape {tuple(shape)} (Flax layout), "
+            f"got shape {arr.shape}"
+        )
+    return arr
+
+
+def prior_specs(
+    kernel_shape: tuple[int, ...],
+    features: int,
+    *,
+    use_bias: bool,
+    prior_mean: Any,
+    prior_std: Any,
+    bias_prior_mean: Any,
+    bias_prior_std: Any,
+) -> dict[str, tuple[Any, tuple[int, ...], str]]:
+    """``{prior name: (value, shape, field name)}`` for a layer's prior variables."""
+    specs = {
+        "weight_mean": (prior_mean, kernel_shape, "prior_mean"),
+        "weight_std": (prior_std, kernel_shape, "prior_std"),
+    }
+    if use_bias:
+        b_mean, b_std = bias_prior_values(prior_mean, prior_std, bias_prior_mean, bias_prior_std)
+        specs["bias_mean"] = (b_mean, (features,), "bias_prior_mean")
+        specs["bias_std"] = (b_std, (features,), "bias_prior_std")
+    return specs
+
+
+def prior_values(kernel_shape: tuple[int, ...], features: int, dtype: Dtype, **fields: Any) -> dict[str, Array]:
+    """The prior arrays of a layer (scalars stay ``()``), from its prior fields."""
+    return {
+        name: prior_array(value, shape, dtype, field)
+        for name, (value, shape, field) in prior_specs(kernel_shape, features, **fields).items()
+    }
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., Array]:
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: the bias initializer of ``torch.nn.Linear``."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+    return init
+
+
+def param_names(*, has_std: bool, use_bias: bool) -> list[str]:
+    """The parameter names a layer has."""
+    names = list(PARAM_NAMES) if has_std else ["weight_mu", "bias_mu"]
+    return names if use_bias else [n for n in names if not n.startswith("bias")]
+
+
+# ------------------------------------------------------------------- inputs and errors
+def check_input(x: Any, name: str) -> Array:
+    """The package's dtype rule (real floats pass, int/bool cast, complex raises) and rank >= 1."""
+    x = as_float_array(name, x)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have at least one axis (features last), got shape {x.shape}")
+    return x
+
+
+def check_input_width(in_features: int, expected: int, input_name: str, layer_name: str) -> None:
+    """Raises when an input's feature axis differs from the width the layer was built for."""
+    if expected != in_features:
+        raise ValueError(
+            f"{input_name} has {in_features} features on its last axis, but this "
+            f"{layer_name} was initialized for {expected} input features"
+        )
+
+
+def check_var(var: Any, mu: Array) -> Array:
+    """The input variance of a CLT layer: a real float array of ``mu``'s shape."""
+    var = as_float_array("var", var)
+    if var.shape != mu.shape:
+        raise ValueError(f"var must have mu's shape {mu.shape}, got {var.shape}")
+    return var
+
+
+def missing_key_error(layer_name: str, rng_collection: str) -> ValueError:
+    """The error of a sampling call without a PRNG key."""
+    return ValueError(
+        f"{layer_name} samples its weights but got no PRNG key: pass "
+        f"rngs={{'{rng_collection}': key}} to apply (the rng_collection "
+        f"'{rng_collection}'), or rng=key at the call, or use map=True"
+    )
+
+
+def missing_var_error(layer_name: str) -> ValueError:
+    """The error of a non-input CLT layer called without the input variance."""
+    return ValueError(
+        f"{layer_name} got var=None, but a non-input layer "
+        "(is_input=False) needs the input variance outside MAP mode: pass var, "
+        "set is_input=True, or use map=True"
+    )
+
+
+def require_std(has_std: bool, layer_name: str, what: str) -> None:
+    """Raises for a layer with deterministic weights asked for ``what`` (std, var, KL)."""
+    if not has_std:
+        raise ValueError(
+            f"{layer_name} has deterministic weights: it has no std parameters "
+            f"and no KL divergence, so it cannot compute {what}"
+        )
+
+
+# ------------------------------------------------------------------------- std and KL
+def param_stds(params: dict[str, Array], use_softplus: bool) -> tuple[Array, Array | None]:
+    """``(weight_std, bias_std)`` from the ``rho`` parameters (``bias_std`` ``None`` without bias)."""
+    w_std = rho_to_std(params["weight_rho"], use_softplus=use_softplus)
+    b_std = None
+    if "bias_rho" in params:
+        b_std = rho_to_std(params["bias_rho"], use_softplus=use_softplus)
+    return w_std, b_std
+
+
+def layer_kl(params: dict[str, Array], priors: dict[str, Array], use_softplus: bool) -> Array:
+    """Closed-form ``KL(q || p)`` of a layer, summed over weights and biases.
+
+    Computed from ``rho`` (log std), never ``log(exp(rho))``: exact and finite where
+    ``exp(rho)`` underflows (:func:`~bayeslayers_jax.kl.kl_normal_from_log_std`).
+    """
+    terms = [("weight_mu", "weight_rho", "weight_mean", "weight_std")]
+    if "bias_rho" in params:
+        terms.append(("bias_mu", "bias_rho", "bias_mean", "bias_std"))
+    kl = None
+    for mu, rho, p_mean, p_std in terms:
+        log_std = rho_to_log_std(params[rho], use_softplus=use_softplus)
+        term = jnp.sum(kl_normal_from_log_std(params[mu], log_std, priors[p_mean], priors[p_std]))
+        kl = term if kl is None else kl + term
+    return kl
+
+
+# --------------------------------------------------------------------- forward passes
+def crelu(x: Array) -> Array:
+    """Concatenated ReLU: ``[relu(x), relu(-x)]`` on the last axis (twice the width).
+
+    Args:
+        x: input array.
+
+    Returns:
+        ``jnp.concatenate([relu(x), relu(-x)], axis=-1)``.
+
+    References:
+        Shang et al., "Understanding and Improving Convolutional Neural Networks via
+        Concatenated Rectified Linear Units", ICML 2016.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> from bayeslayers_jax import crelu
+        >>> print(crelu(jnp.array([[1.0, -2.0]])))
+        [[1. 0. 0. 2.]]
+    """
+    return jnp.concatenate([jax.nn.relu(x), jax.nn.relu(-x)], axis=-1)
+
+
+def activation(act: str, x: Array) -> Array:
+    """ReLU or CReLU (:func:`crelu`)."""
+    return jax.nn.relu(x) if act == "relu" else crelu(x)
+
+
+def activation_moments(act: str, mean: Array, var: Array) -> tuple[Array, Array]:
+    """Moment matching of ``act`` applied to ``N(mean, var)``."""
+    sigma = safe_sqrt(var)
+    if act == "relu":
+        return relu_moments(mean, sigma)
+    return crelu_moments(mean, sigma)
+
+
+def mean_forward(x: Array, params: dict[str, Array], dtype: Dtype | None, op: AffineMap = DENSE) -> Array:
+    """The output with the weight means (``x W_mu + b_mu``), in the promoted dtype."""
+    x, w, b = promote_dtype(x, params["weight_mu"], params.get("bias_mu"), dtype=dtype)
+    return op.apply(x, w, b)
+
+
+def map_forward(
+    x: Array, params: dict[str, Array], dtype: Dtype | None, act: str, is_output: bool, op: AffineMap = DENSE
+) -> Array:
+    """A CLT layer's MAP output: the mean forward pass and, unless ``is_output``, ``act``."""
+    y = mean_forward(x, params, dtype, op)
+    return y if is_output else activation(act, y)
+
+
+def bbb_forward(
+    key: Array, x: Array, params: dict[str, Array], use_softplus: bool, dtype: Dtype | None, op: AffineMap = DENSE
+) -> Array:
+    """Bayes by Backprop: one weight sample (shared by the batch), then the affine map.
+
+    The weights and the bias are drawn in one call of
+    :func:`~bayeslayers_jax.sampling.sample_weights`, the bias stacked as the flattened
+    kernel's last row: one bit-generator call per layer (measured faster than a key split
+    and two draws).
+    """
+    w_std, b_std = param_stds(params, use_softplus)
+    w_mu = params["weight_mu"]
+    if b_std is not None:
+        flat_mu = jnp.reshape(w_mu, (-1, w_mu.shape[-1]))
+        flat_std = jnp.reshape(w_std, (-1, w_mu.shape[-1]))
+        wb = sample_weights(
+            key,
+            jnp.concatenate([flat_mu, params["bias_mu"][None]], axis=0),
+            jnp.concatenate([flat_std, b_std[None]], axis=0),
+        )
+        w, b = jnp.reshape(wb[:-1], w_mu.shape), wb[-1]
+    else:
+        w, b = sample_weights(key, w_mu, w_std), None
+    x, w, b = promote_dtype(x, w, b, dtype=dtype)
+    return op.apply(x, w, b)
+
+
+def lr_forward(
+    key: Array, x: Array, params: dict[str, Array], use_softplus: bool, dtype: Dtype | None, op: AffineMap = DENSE
+) -> Array:
+    """Local reparameterization: a sample of the Gaussian pre-activations."""
+    w_std, b_std = param_stds(params, use_softplus)
+    x, w_mu, w_std, b_mu, b_std = promote_dtype(
+        x, params["weight_mu"], w_std, params.get("bias_mu"), b_std, dtype=dtype
+    )
+    return op.local_reparameterization(key, x, w_mu, w_std, b_mu, b_std)
+
+
+def clt_forward(
+    mu: Array,
+    var: Array | None,
+    params: dict[str, Array],
+    *,
+    use_softplus: bool,
+    dtype: Dtype | None,
+    act: str,
+    is_output: bool,
+    op: AffineMap = DENSE,
+) -> tuple[Array, Array]:
+    """Moment propagation: the affine map's moments, then (unless ``is_output``) ``act``'s.
+
+    A layer with deterministic weights (no ``weight_rho`` in ``params``) propagates only
+    the input variance.
+    """
+    w_var = b_var = None
+    if "weight_rho" in params:
+        w_std, b_std = param_stds(params, use_softplus)
+        w_var = jnp.square(w_std)
+        b_var = None if b_std is None else jnp.square(b_std)
+    mu, var, w_mu, w_var, b_mu, b_var = promote_dtype(
+        mu, var, params["weight_mu"], w_var, params.get("bias_mu"), b_var, dtype=dtype
+    )
+    mean, out_var = op.moments(mu, var, w_mu, w_var, b_mu, b_var)
+    if is_output:
+        return mean, out_var
+    return activation_moments(act, mean, out_var)
