@@ -54,6 +54,8 @@ from bayeslayers_jax.predictive import ClassPredictive, Predictive, detect_mode,
 from bayeslayers_jax.clt import clt_conv_moments
 from bayeslayers_jax.sampling import flipout, flipout_conv, local_reparameterization_conv
 from bayeslayers_jax.pooling import avg_pool_moments, flatten_moments
+from bayeslayers_jax.layers import FlipoutLinear
+from bayeslayers_jax.conv import BBBConv, CLTConv, CLTConvDet, FlipoutConv, LRConv
 
 __version__ = "0.1.0"
 
@@ -135,4 +137,10 @@ __all__ = [
     "flipout_conv",
     "avg_pool_moments",
     "flatten_moments",
+    "FlipoutLinear",
+    "BBBConv",
+    "LRConv",
+    "FlipoutConv",
+    "CLTConv",
+    "CLTConvDet",
 ]

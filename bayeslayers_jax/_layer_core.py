@@ -13,7 +13,7 @@ or a forward pass is written once:
 * standard deviations and the closed-form KL from ``rho`` (:func:`param_stds`,
   :func:`layer_kl`);
 * the forward passes of each method (:func:`mean_forward`, :func:`bbb_forward`,
-  :func:`lr_forward`, :func:`clt_forward`, :func:`map_forward`), over an affine map
+  :func:`lr_forward`, :func:`flipout_forward`, :func:`clt_forward`, :func:`map_forward`), over an affine map
   (:class:`AffineMap`): :data:`DENSE` for the linear layers; a convolution supplies its own.
 
 Parameters are passed as a dict with the keys ``weight_mu``, ``weight_rho``, ``bias_mu`` and
@@ -35,7 +35,7 @@ from bayeslayers_jax._checks import as_float_array, check_concrete_real
 from bayeslayers_jax.clt import clt_linear_moments
 from bayeslayers_jax.kl import kl_normal_from_log_std
 from bayeslayers_jax.moments import crelu_moments, relu_moments
-from bayeslayers_jax.sampling import local_reparameterization, safe_sqrt, sample_weights
+from bayeslayers_jax.sampling import flipout, local_reparameterization, safe_sqrt, sample_weights
 from bayeslayers_jax.transforms import rho_to_log_std, rho_to_std
 
 Array = jax.Array
@@ -61,11 +61,14 @@ class AffineMap(NamedTuple):
             (:func:`~bayeslayers_jax.sampling.local_reparameterization` for dense layers).
         moments: ``(mu, var, weight_mu, weight_var, bias_mu, bias_var)`` to the output
             ``(mean, var)`` (:func:`~bayeslayers_jax.clt.clt_linear_moments`).
+        flipout: ``(key, x, weight_mu, weight_std, bias_mu, bias_std)`` to a Flipout sample
+            (:func:`~bayeslayers_jax.sampling.flipout` for dense layers).
     """
 
     apply: Callable[..., Array]
     local_reparameterization: Callable[..., Array]
     moments: Callable[..., tuple[Array, Array]]
+    flipout: Callable[..., Array]
 
 
 def dense(x: Array, kernel: Array, bias: Array | None) -> Array:
@@ -77,7 +80,7 @@ def dense(x: Array, kernel: Array, bias: Array | None) -> Array:
 
 
 #: The affine map of the dense (linear) layers.
-DENSE = AffineMap(dense, local_reparameterization, clt_linear_moments)
+DENSE = AffineMap(dense, local_reparameterization, clt_linear_moments, flipout)
 
 
 # --------------------------------------------------------------------- configuration
@@ -362,11 +365,24 @@ def lr_forward(
     key: Array, x: Array, params: dict[str, Array], use_softplus: bool, dtype: Dtype | None, op: AffineMap = DENSE
 ) -> Array:
     """Local reparameterization: a sample of the Gaussian pre-activations."""
+    return _sampled_map(op.local_reparameterization, key, x, params, use_softplus, dtype)
+
+
+def flipout_forward(
+    key: Array, x: Array, params: dict[str, Array], use_softplus: bool, dtype: Dtype | None, op: AffineMap = DENSE
+) -> Array:
+    """Flipout: one shared weight perturbation, decorrelated per example by random signs."""
+    return _sampled_map(op.flipout, key, x, params, use_softplus, dtype)
+
+
+def _sampled_map(sampler: Callable[..., Array], key: Array, x: Array, params: dict[str, Array],
+                 use_softplus: bool, dtype: Dtype | None) -> Array:
+    """``sampler(key, x, weight_mu, weight_std, bias_mu, bias_std)`` in the promoted dtype."""
     w_std, b_std = param_stds(params, use_softplus)
     x, w_mu, w_std, b_mu, b_std = promote_dtype(
         x, params["weight_mu"], w_std, params.get("bias_mu"), b_std, dtype=dtype
     )
-    return op.local_reparameterization(key, x, w_mu, w_std, b_mu, b_std)
+    return sampler(key, x, w_mu, w_std, b_mu, b_std)
 
 
 def clt_forward(

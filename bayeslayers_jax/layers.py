@@ -76,6 +76,7 @@ __all__ = [
     "LRLinear",
     "CLTLinear",
     "CLTLinearDet",
+    "FlipoutLinear",
     "crelu",
     "total_kl",
     "update_prior",
@@ -248,6 +249,10 @@ def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dic
         reference = params.get("weight_mu" if is_weight else "bias_mu", table[name])
         ref_shape = tuple(jnp.shape(reference))
         num_lead = len(ref_shape) - (2 if is_weight else 1)
+        if is_weight and "bias_mu" in params:  # any kernel rank (convolutions): the bias is (features,)
+            num_lead = jnp.ndim(params["bias_mu"]) - 1
+        elif is_weight and jnp.ndim(table[name]) < len(ref_shape):  # a scalar prior, per member or not
+            num_lead = jnp.ndim(table[name])
         dtype = jnp.result_type(table[name])
         if reference is table[name] or num_lead <= 0:
             table[name] = core.prior_array(value, ref_shape, dtype, name)
@@ -303,6 +308,10 @@ class _BayesianLinearBase(nn.Module):
     def _kernel_shape(self, in_features: int) -> tuple[int, ...]:
         return (in_features, self.features)
 
+    def _in_features(self, kernel_shape: tuple[int, ...]) -> int:
+        """The input width a kernel of ``kernel_shape`` is for (a grouped convolution overrides it)."""
+        return kernel_shape[-2]
+
     # ----------------------------------------------------------------- priors
     def _prior_fields(self) -> dict[str, Any]:
         return dict(
@@ -329,13 +338,13 @@ class _BayesianLinearBase(nn.Module):
         return priors
 
     def _read_priors(self) -> dict[str, Array]:
-        return self._priors(self._read_params()["weight_mu"].shape[-2])
+        return self._priors(self._in_features(self._read_params()["weight_mu"].shape))
 
     # ------------------------------------------------------------- parameters
     def _params(self, in_features: int, input_name: str) -> dict[str, Array]:
         """Creates (at init) or fetches the parameters, checking the input width."""
         if self.has_variable("params", "weight_mu"):
-            expected = self.get_variable("params", "weight_mu").shape[-2]
+            expected = self._in_features(self.get_variable("params", "weight_mu").shape)
             core.check_input_width(in_features, expected, input_name, type(self).__name__)
         shape = self._kernel_shape(in_features)
         fan_in = int(np.prod(shape[:-1]))
@@ -668,3 +677,37 @@ class CLTLinearDet(CLTLinear):
     ) -> tuple[Array, Array | None]:
         """Propagates ``(mu, var)``; arguments and returns as :meth:`CLTLinear.__call__`."""
         return self._clt_call(mu, var, map)
+
+
+class FlipoutLinear(_BayesianLinearBase):
+    """Flipout linear layer: one weight perturbation per call, decorrelated per example.
+
+    .. math::
+        y_n = x_n \\mu_W + \\big((x_n \\odot s_n)\\, \\Delta W\\big) \\odot r_n + \\mu_b
+        + \\Delta b \\odot r_n, \\qquad \\Delta W = \\sigma_W \\odot E
+
+    with random signs ``s_n``, ``r_n`` per example (every index of the leading axes) and one
+    Gaussian ``E`` per call (:func:`~bayeslayers_jax.sampling.flipout`): each example's
+    output has exactly the law of :class:`BBBLinear`'s, while the examples of a batch see
+    nearly independent weights, so the gradient variance falls as with
+    :class:`LRLinear`. Fields as :class:`BBBLinear`.
+
+    References:
+        Wen et al., "Flipout: Efficient Pseudo-Independent Weight Perturbations on
+        Mini-Batches", ICLR 2018.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import FlipoutLinear
+        >>> x = jnp.ones((5, 3))
+        >>> layer = FlipoutLinear(2)
+        >>> variables = layer.init(jax.random.key(0), x)
+        >>> y = layer.apply(variables, x, rng=jax.random.key(1))
+        >>> y.shape, bool(jnp.all(y == y[0]))  # identical inputs, decorrelated outputs
+        ((5, 2), False)
+    """
+
+    @nn.compact
+    def __call__(self, x: Array, *, map: bool | None = None, rng: Array | None = None) -> Array:
+        """Applies the layer (arguments as :meth:`BBBLinear.__call__`)."""
+        return self._sample_call(core.flipout_forward, x, map, rng)
