@@ -100,7 +100,8 @@ def avg_pool_moments(
     strides = None if strides is None else tuple(strides)
 
     def window_sum(x):
-        return nn.pool(x, jnp.zeros((), x.dtype), lax.add, window_shape, strides, padding)
+        # A Python scalar init: reduce_window is differentiable only with a constant init.
+        return nn.pool(x, 0.0, lax.add, window_shape, strides, padding)
 
     if count_include_pad:
         count = jnp.asarray(math.prod(window_shape), mean.dtype)

@@ -38,6 +38,17 @@ def test_border_windows_divide_by_their_own_count():
     assert float(m[0, 0, 0, 0]) == 4 / 9 and float(v[0, 0, 0, 0]) == 4 / 81
 
 
+def test_gradients_jit_and_float32():
+    """The pooled moments are linear in the inputs: the gradient of their sum is window counts / k."""
+    mean, var = jnp.ones((1, 4, 4, 1)), jnp.ones((1, 4, 4, 1))
+    g_mean, g_var = jax.grad(lambda m, v: sum(jnp.sum(a) for a in avg_pool_moments(m, v, (2, 2))), (0, 1))(mean, var)
+    uses = np.array([1, 2, 2, 1])[:, None] * np.array([1, 2, 2, 1])[None, :]  # windows per input (VALID, stride 1)
+    np.testing.assert_allclose(g_mean[0, :, :, 0], uses / 4, rtol=1e-15)
+    np.testing.assert_allclose(g_var[0, :, :, 0], uses / 16, rtol=1e-15)
+    m, v = jax.jit(avg_pool_moments, static_argnums=2)(mean.astype(jnp.float32), var.astype(jnp.float32), (2, 2))
+    assert m.dtype == v.dtype == jnp.float32
+
+
 def test_none_variance_batch_axes_nan_and_errors():
     m, v = avg_pool_moments(jnp.ones((5, 4, 4, 2)), None, (2, 2))
     assert v is None and m.shape == (5, 3, 3, 2)
