@@ -45,6 +45,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 __all__ = [
     "METHODS",
@@ -62,12 +63,20 @@ METHODS = ("dense", "map", "bbb", "lr", "clt", "cltdet")
 class Shape:
     """A benchmark problem: batch size and layer widths ``in -> hidden... -> out``.
 
+    With ``spatial`` the network is convolutional: the inputs are images
+    ``(batch, *spatial, widths[0])``, every layer but the last is a ``'SAME'`` convolution of
+    ``kernel_size`` per spatial axis (``widths`` are then channels), followed by global
+    average pooling and the dense output layer. A convolution counts as the matmul it is
+    (im2col): ``(batch * prod(spatial), prod(kernel) * in) @ (prod(kernel) * in, out)``.
+
     Attributes:
       name: short name used on the command line (``--shapes rl,wide``).
-      batch: rows per forward pass.
+      batch: rows per forward pass (images for a convolutional shape).
       widths: ``(in, h1, ..., out)``; the network has ``len(widths) - 1`` layers.
       mc_samples: Monte Carlo samples per vmapped predictive call.
       description: human readable description for the report.
+      spatial: image size for a convolutional shape; ``()`` for an MLP.
+      kernel_size: kernel size per spatial axis of the convolutions.
     """
 
     name: str
@@ -75,6 +84,21 @@ class Shape:
     widths: tuple[int, ...]
     mc_samples: int
     description: str
+    spatial: tuple[int, ...] = ()
+    kernel_size: int = 3
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input batch: ``(batch, in)`` or ``(batch, *spatial, in)``."""
+        return (self.batch, *self.spatial, self.widths[0])
+
+    def layer_matmul(self, index: int) -> tuple[int, int, int]:
+        """``(rows, inner, out)`` of layer ``index``'s matmul (see the class docstring)."""
+        n_in, n_out = self.layers[index]
+        if self.spatial and index < len(self.layers) - 1:
+            pixels, taps = math.prod(self.spatial), self.kernel_size ** len(self.spatial)
+            return self.batch * pixels, taps * n_in, n_out
+        return self.batch, n_in, n_out
 
     @property
     def features(self) -> list[int]:
@@ -87,14 +111,20 @@ class Shape:
         return list(zip(self.widths[:-1], self.widths[1:]))
 
     def label(self) -> str:
-        """``'batch 256, 24 -> 256 -> 256 -> 1'``."""
-        return f"batch {self.batch}, " + " -> ".join(str(w) for w in self.widths)
+        """``'batch 256, 24 -> 256 -> 256 -> 1'`` (``'batch 64, 16x16x3 -> conv3x3 32 -> ...'``)."""
+        if not self.spatial:
+            return f"batch {self.batch}, " + " -> ".join(str(w) for w in self.widths)
+        kernel = "x".join([str(self.kernel_size)] * len(self.spatial))
+        image = "x".join(str(d) for d in (*self.spatial, self.widths[0]))
+        convs = " -> ".join(f"conv{kernel} {w}" for w in self.widths[1:-1])
+        return f"batch {self.batch}, {image} -> {convs} -> avg pool -> {self.widths[-1]}"
 
 
 SHAPES = {
     "rl": Shape("rl", 256, (24, 256, 256, 1), 64, "RL critic"),
     "mid": Shape("mid", 1024, (64, 512, 512, 1), 16, "mid-size MLP"),
     "wide": Shape("wide", 4096, (512, 2048, 2048, 1), 4, "wide MLP"),
+    "conv": Shape("conv", 64, (3, 32, 32, 10), 8, "small conv net", spatial=(16, 16)),
 }
 
 
@@ -127,8 +157,9 @@ def matmul_flops(method: str, shape: Shape, mode: str = "forward") -> int:
     if mode not in ("forward", "train"):
         raise ValueError(f"mode must be 'forward' or 'train', got {mode!r}")
     total = 0
-    for index, (n_in, n_out) in enumerate(shape.layers):
-        base = 2 * shape.batch * n_in * n_out
+    for index in range(len(shape.layers)):
+        rows, inner, n_out = shape.layer_matmul(index)
+        base = 2 * rows * inner * n_out
         for left_needs_grad in _layer_matmuls(method, index):
             if mode == "forward":
                 total += base

@@ -14,7 +14,9 @@ times all methods through identical code:
   :func:`bayeslayers_jax.gaussian_nll` for the Dense baseline. The PyTorch comparison
   (:mod:`benchmarks.torch_compare`) computes the same loss.
 
-The baseline ``dense`` is a plain ``flax.linen.Dense`` + ReLU network of the same widths.
+The baseline ``dense`` is a plain ``flax.linen.Dense`` + ReLU network of the same widths (for a
+convolutional shape, :class:`ConvNet`: ``flax.linen.Conv`` layers, or the package's
+convolutions of the method's type).
 MAP is the Bayesian network (BBB parameterization) called with ``map=True``.
 """
 
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+import bayeslayers_jax as bl
 from bayeslayers_jax.mlp import BayesianMLP
 from bayeslayers_jax.objectives import elbo_loss, gaussian_nll
 
@@ -37,6 +40,7 @@ from benchmarks.flops import METHODS, Shape
 __all__ = [
     "NOISE_VAR",
     "DenseMLP",
+    "ConvNet",
     "Network",
     "build_network",
     "make_mc_forward",
@@ -67,6 +71,46 @@ class DenseMLP(nn.Module):
             if index < len(self.features) - 1:
                 x = nn.relu(x)
         return x
+
+
+class ConvNet(nn.Module):
+    """A convolutional benchmark network (see :class:`benchmarks.flops.Shape`).
+
+    ``'SAME'`` convolutions with ReLU (CLT: moment propagation), global average pooling,
+    a dense output layer.
+
+    Attributes:
+      features: channels of every convolution, then the output width.
+      kernel_size: kernel size per spatial axis.
+      layer_type: ``None`` for ``flax.linen.Conv`` / ``Dense``; else ``'bbb'``, ``'lr'``,
+        ``'clt'`` or ``'cltdet'``: the package's conv and dense layers of that type.
+    """
+
+    features: Sequence[int]
+    kernel_size: tuple[int, ...]
+    layer_type: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, map: bool | None = None) -> Any:
+        *convs, out = self.features
+        window = x.shape[1:-1]
+        if self.layer_type is None:
+            for width in convs:
+                x = nn.relu(nn.Conv(width, self.kernel_size)(x))
+            x, _ = bl.flatten_moments(*bl.avg_pool_moments(x, None, window))
+            return nn.Dense(out)(x)
+        if self.layer_type in ("clt", "cltdet"):
+            conv, dense = (bl.CLTConv, bl.CLTLinear) if self.layer_type == "clt" else (bl.CLTConvDet, bl.CLTLinearDet)
+            mean, var = x, None
+            for index, width in enumerate(convs):
+                mean, var = conv(width, kernel_size=self.kernel_size, is_input=index == 0, map=map)(mean, var)
+            mean, var = bl.flatten_moments(*bl.avg_pool_moments(mean, var, window))
+            return dense(out, is_output=True, map=map)(mean, var)
+        conv, dense = {"bbb": (bl.BBBConv, bl.BBBLinear), "lr": (bl.LRConv, bl.LRLinear)}[self.layer_type]
+        for width in convs:
+            x = nn.relu(conv(width, kernel_size=self.kernel_size, map=map)(x))
+        x, _ = bl.flatten_moments(*bl.avg_pool_moments(x, None, window))
+        return dense(out, map=map)(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +172,14 @@ def build_network(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     num_train = shape.batch if kl_weight is None else 1.0 / kl_weight
-    example = jnp.zeros((shape.batch, shape.widths[0]), jnp.float32)
-    if method == "dense":
-        member: nn.Module = DenseMLP(features=tuple(shape.features))
+    example = jnp.zeros(shape.input_shape, jnp.float32)
+    if shape.spatial:
+        member: nn.Module = ConvNet(
+            features=tuple(shape.features), kernel_size=(shape.kernel_size,) * len(shape.spatial),
+            layer_type=None if method == "dense" else _LAYER_TYPE[method],
+        )
+    elif method == "dense":
+        member = DenseMLP(features=tuple(shape.features))
     else:
         member = BayesianMLP(
             features=tuple(shape.features), layer_type=_LAYER_TYPE[method], act="relu"

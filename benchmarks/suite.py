@@ -306,7 +306,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
     """
     key = jax.random.PRNGKey(cfg.seed)
     k_x, k_y, k_net, k_fwd, k_state = jax.random.split(key, 5)
-    x = jax.random.normal(k_x, (shape.batch, shape.widths[0]), jnp.float32)
+    x = jax.random.normal(k_x, shape.input_shape, jnp.float32)
     y = jax.random.normal(k_y, (shape.batch, shape.widths[-1]), jnp.float32)
     tx = optax.adam(1e-3)
     fwd_calls: dict[str, Callable[[], Any]] = {}
@@ -354,7 +354,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
                       f"{time.perf_counter() - start:.2f} s (forward {compile_s[(method, 'forward')]:.2f} s, "
                       f"train step {compile_s[(method, 'train')]:.2f} s)")
     torch_steps, torch_records = ({}, [])
-    if torch_info["status"] == "ok":
+    if torch_info["status"] == "ok" and not shape.spatial:  # ObjectRL has no Bayesian convolutions
         torch_steps, torch_records = _torch_steps(shape, cfg, torch_info, progress, tuple(nets))
     torch_names = {f"torch/{m}/{impl}": (m, impl) for (m, impl) in torch_steps}
 

@@ -169,6 +169,37 @@ def test_flop_model_matches_hand_count():
         matmul_flops("dense", rl, "backward")
 
 
+@pytest.mark.slow  # compiles the forward pass and train step of six conv networks
+def test_conv_shape_counts_flops_builds_and_trains():
+    """The conv shape: FLOPs of its im2col matmuls by hand; every method builds and trains."""
+    import jax
+    import optax
+
+    from benchmarks import models
+
+    conv = SHAPES["conv"]
+    assert conv.input_shape == (64, 16, 16, 3)
+    assert conv.label() == "batch 64, 16x16x3 -> conv3x3 32 -> conv3x3 32 -> avg pool -> 10"
+    rows = 64 * 16 * 16
+    assert matmul_flops("dense", conv) == 2 * rows * (9 * 3 * 32 + 9 * 32 * 32) + 2 * 64 * 32 * 10
+    clt = rows * (2 * 9 * 3 * 32 + 3 * 9 * 32 * 32) + 64 * 3 * 32 * 10
+    assert flop_ratio("clt", conv) == clt / (rows * (9 * 3 * 32 + 9 * 32 * 32) + 64 * 32 * 10)
+    tiny = Shape("tiny", 4, (2, 3, 2), 2, "tiny conv", spatial=(5, 5))
+    tx = optax.adam(1e-3)
+    # The suite runs under JAX's defaults (float32, standard promotion), as the smoke run does.
+    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
+        x = jax.random.normal(jax.random.key(0), tiny.input_shape)
+        y = jax.random.normal(jax.random.key(1), (4, 2))
+        for method in METHODS:
+            net = models.build_network(method, tiny, jax.random.key(2))
+            out = net.forward(net.variables, x, jax.random.key(3))
+            mean = out[0] if isinstance(out, tuple) else out
+            assert mean.shape == (4, 2), method
+            state = (net.params, tx.init(net.params), jax.random.key(4))
+            _, loss = models.make_train_step(net, tx)(state, net.rest, x, y)
+            assert np.isfinite(float(loss)), method
+
+
 def test_time_call_repeats_and_median():
     """Budget 0 gives exactly ``min_repeats`` repeats of ``number`` calls after one warm-up;
     a call that sleeps 20 ms can never be timed below 20 ms."""
