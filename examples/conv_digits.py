@@ -20,8 +20,10 @@ and is trained with Adam on the negative ELBO per training example
   no sampling; training uses the closed-form expected-NLL bound, prediction the probit
   approximation of the expected softmax.
 
-Prior ``N(0, 0.1^2)`` (``--prior-std``), about ``1 / sqrt(fan_in)`` of the second
-convolution and the head. Reported per method: test accuracy, NLL and ECE on digits 0-4,
+Prior ``N(0, 1)`` (``--prior-std``, the layers' default). With 600 training images the KL
+term is strong: a prior std of 0.1 (about ``1 / sqrt(fan_in)``) pulled every Bayesian
+method's posterior onto the prior (measured: chance accuracy 0.16-0.21, NLL = log 5); 0.3
+gave accuracy 0.97-0.98 after 800 steps, 1.0 gave 0.99 (CLT and Flipout). Reported per method: test accuracy, NLL and ECE on digits 0-4,
 the AUROC of the predictive entropy for telling digits 5-9 from 0-4, and the time per
 training step relative to the plain net, the median of interleaved calls of the two
 compiled steps in one process. Results go to ``--out`` as JSON.
@@ -66,7 +68,7 @@ class DigitsConvNet(nn.Module):
     method: str
     widths: tuple[int, int] = (8, 16)
     num_classes: int = 5
-    prior_std: float = 0.1
+    prior_std: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, *, map: bool | None = None) -> Any:
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=1500, help="training steps per method")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--prior-std", type=float, default=0.1)
+    parser.add_argument("--prior-std", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing-repeats", type=int, default=200)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
