@@ -24,9 +24,11 @@ Prior ``N(0, 1)`` (``--prior-std``, the layers' default). With 600 training imag
 term is strong: a prior std of 0.1 (about ``1 / sqrt(fan_in)``) pulled every Bayesian
 method's posterior onto the prior (measured: chance accuracy 0.16-0.21, NLL = log 5); 0.3
 gave accuracy 0.97-0.98 after 800 steps, 1.0 gave 0.99 (CLT and Flipout). Reported per method: test accuracy, NLL and ECE on digits 0-4,
-the AUROC of the predictive entropy for telling digits 5-9 from 0-4, and the time per
-training step relative to the plain net, the median of interleaved calls of the two
-compiled steps in one process. Results go to ``--out`` as JSON.
+the AUROC of the predictive entropy for telling digits 5-9 from 0-4, the time per
+training step relative to the plain net (the median of interleaved calls of the two
+compiled steps in one process), and, for the sampling methods at BBB's trained
+parameters, the variance of the minibatch gradient across noise draws
+(:func:`gradient_variance`). Results go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -74,21 +76,21 @@ class DigitsConvNet(nn.Module):
     def __call__(self, x: jax.Array, *, map: bool | None = None) -> Any:
         c1, c2 = self.widths
         if self.method == "plain":
-            h = nn.relu(nn.Conv(c1, (3, 3))(x))
-            h = nn.relu(nn.Conv(c2, (3, 3), strides=2)(h))
+            h = nn.relu(nn.Conv(c1, (3, 3), name="conv1")(x))
+            h = nn.relu(nn.Conv(c2, (3, 3), strides=2, name="conv2")(h))
             h, _ = bl.flatten_moments(*bl.avg_pool_moments(h, None, (2, 2), strides=(2, 2)))
-            return nn.Dense(self.num_classes)(h)
+            return nn.Dense(self.num_classes, name="head")(h)
         kw = dict(prior_std=self.prior_std, map=map)
         if self.method == "clt":
-            m, v = bl.CLTConv(c1, kernel_size=(3, 3), is_input=True, **kw)(x)
-            m, v = bl.CLTConv(c2, kernel_size=(3, 3), strides=2, **kw)(m, v)
+            m, v = bl.CLTConv(c1, kernel_size=(3, 3), is_input=True, name="conv1", **kw)(x)
+            m, v = bl.CLTConv(c2, kernel_size=(3, 3), strides=2, name="conv2", **kw)(m, v)
             m, v = bl.flatten_moments(*bl.avg_pool_moments(m, v, (2, 2), strides=(2, 2)))
-            return bl.CLTLinear(self.num_classes, is_output=True, **kw)(m, v)
+            return bl.CLTLinear(self.num_classes, is_output=True, name="head", **kw)(m, v)
         conv, dense = _SAMPLING[self.method]
-        h = nn.relu(conv(c1, kernel_size=(3, 3), **kw)(x))
-        h = nn.relu(conv(c2, kernel_size=(3, 3), strides=2, **kw)(h))
+        h = nn.relu(conv(c1, kernel_size=(3, 3), name="conv1", **kw)(x))
+        h = nn.relu(conv(c2, kernel_size=(3, 3), strides=2, name="conv2", **kw)(h))
         h, _ = bl.flatten_moments(*bl.avg_pool_moments(h, None, (2, 2), strides=(2, 2)))
-        return dense(self.num_classes, **kw)(h)
+        return dense(self.num_classes, name="head", **kw)(h)
 
 
 def load_data(seed: int) -> dict[str, np.ndarray]:
@@ -158,6 +160,34 @@ def evaluate(model, variables, data, key) -> dict[str, float]:
     )
 
 
+def gradient_variance(variables: dict[str, Any], batch: tuple[np.ndarray, np.ndarray], num_keys: int,
+                      methods=tuple(_SAMPLING)) -> dict[str, dict[str, float]]:
+    """Variance across noise draws of the minibatch gradient of the mean cross-entropy.
+
+    The same parameters (``variables``, e.g. BBB's trained ones: the sampling methods share
+    parameter names) and the same batch for every method; only the noise changes, over
+    ``num_keys`` keys. Returned per method and per parameter kind (``*_mu``, ``*_rho``): the
+    sum over parameters of the per-parameter variance, and its ratio to BBB's.
+    """
+    x, y = batch
+    totals: dict[str, dict[str, float]] = {}
+    for method in methods:
+        model = DigitsConvNet(method)
+
+        def grad(key, model=model):
+            nll = lambda p: jnp.mean(bl.categorical_nll_from_logits(  # noqa: E731
+                y, model.apply({**variables, "params": p}, x, rngs={"sample": key})))
+            return jax.grad(nll)(variables["params"])
+
+        grads = jax.jit(jax.vmap(grad))(jax.random.split(jax.random.key(7), num_keys))
+        flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+        totals[method] = {
+            kind: float(sum(jnp.var(g, axis=0).sum() for path, g in flat if str(path[-1].key).endswith(kind)))
+            for kind in ("_mu", "_rho")
+        }
+    return {m: t | {f"{k}_vs_bbb": t[k] / totals["bbb"][k] for k in ("_mu", "_rho")} for m, t in totals.items()}
+
+
 def step_time_ratios(steps: dict[str, Any], batch: tuple[np.ndarray, np.ndarray], repeats: int) -> dict[str, float]:
     """Time per compiled train step relative to ``plain``: median over ``repeats`` of the
     ratio of one call of the method and one call of ``plain`` made right after each other."""
@@ -187,12 +217,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prior-std", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing-repeats", type=int, default=200)
+    parser.add_argument("--grad-keys", type=int, default=500, help="noise draws for the gradient variance")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 5 timing repeats")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.timing_repeats = 20, 5
+        args.steps, args.timing_repeats, args.grad_keys = 20, 5, 20
     methods = ["plain"] + [m for m in args.methods if m != "plain"]
     data = load_data(args.seed)
     results: dict[str, Any] = {
@@ -201,15 +232,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "jax": jax.__version__, "device": jax.devices()[0].device_kind},
         "methods": {},
     }
-    steps = {}
+    steps, trained = {}, {}
     for method in methods:
         start = time.perf_counter()
         model, variables, steps[method], loss = train(
             method, data, steps=args.steps, batch=args.batch, lr=args.lr, prior_std=args.prior_std, seed=args.seed)
+        trained[method] = variables
         metrics = evaluate(model, variables, data, jax.random.key(args.seed + 2))
         results["methods"][method] = metrics | {"final_loss": loss, "train_seconds": time.perf_counter() - start}
         print(f"{method:8s} " + " ".join(f"{k} {v:.3f}" for k, v in results["methods"][method].items()), flush=True)
     batch = (data["x_train"][: args.batch], data["y_train"][: args.batch])
+    if "bbb" in trained:
+        methods_gv = tuple(m for m in _SAMPLING if m in trained)
+        results["gradient_variance"] = gradient_variance(trained["bbb"], batch, args.grad_keys, methods_gv)
+        print("gradient variance vs BBB (mu, rho): " + ", ".join(
+            f"{m} {g['_mu_vs_bbb']:.3f}, {g['_rho_vs_bbb']:.3f}" for m, g in results["gradient_variance"].items()))
     for method, ratio in step_time_ratios(steps, batch, args.timing_repeats).items():
         results["methods"][method]["step_time_vs_plain"] = ratio
     print("step time vs plain: " + ", ".join(f"{m} {r['step_time_vs_plain']:.2f}" for m, r in results["methods"].items()))
