@@ -333,10 +333,3 @@ class CLTConvDet(CLTConv):
     """
 
     _has_std = False
-
-    @nn.compact
-    def __call__(
-        self, mu: Array, var: Array | None = None, *, map: bool | None = None
-    ) -> tuple[Array, Array | None]:
-        """Propagates ``(mu, var)``; arguments and returns as :meth:`CLTConv.__call__`."""
-        return self._clt_call(mu, var, map)
