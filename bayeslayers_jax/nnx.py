@@ -14,7 +14,7 @@ the same numbers for the same parameters and raise the same errors for the same 
 * **The prior** lives in :class:`Prior` variables ``weight_mean``, ``weight_std``,
   ``bias_mean``, ``bias_std`` (a scalar or an array of the parameter's shape), a type of its
   own, so ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` and ``nnx.grad`` leave it alone;
-  assigning ``layer.weight_std.value = ...`` is the reference's ``update_prior``.
+  ``layer.weight_std.set_value(...)`` is the reference's ``update_prior``.
 * **MAP mode** (means only, never a key) is the ``map`` attribute or the ``map=`` call
   argument, like ``nnx.Dropout.deterministic``: the call argument wins over the attribute
   (NNX's rule; linen's ``merge_param`` raises when both are set), ``None`` in both means
@@ -719,15 +719,14 @@ def total_kl(model: nnx.Module) -> Array:
         >>> bool(abs(total_kl(model) - model.layers_0.kl() - model.layers_1.kl()) < 1e-3)
         True
     """
+    modules = list(nnx.iter_modules(model))
+    ensembles = [tuple(path) for path, module in modules if isinstance(module, Ensemble)]
     total = jnp.asarray(0.0)
-    ensembles: list[tuple[Any, ...]] = []
-    for path, module in nnx.iter_modules(model):
-        if any(path[: len(p)] == p for p in ensembles):
-            continue  # inside an ensemble: counted by its kl()
-        if isinstance(module, Ensemble):
-            ensembles.append(tuple(path))
-            total = total + module.kl()
-        elif isinstance(module, _BayesianLinear) and module._has_std:
+    for path, module in modules:
+        inside = [p for p in ensembles if tuple(path[: len(p)]) == p and len(path) > len(p)]
+        if inside:
+            continue  # an ensemble's member: counted by the ensemble's kl()
+        if isinstance(module, Ensemble) or (isinstance(module, _BayesianLinear) and module._has_std):
             total = total + module.kl()
     return total
 
@@ -884,7 +883,7 @@ def from_linen(model: nnx.Module, variables: Any) -> nnx.Module:
             f"variables do not match the {type(model).__name__}: missing entries {missing}, "
             f"unexpected entries {extra}"
         )
-    for path, value in given.items():
+    for path, value in sorted(given.items()):
         if tuple(np.shape(value)) != tuple(np.shape(expected[path])):
             raise ValueError(
                 f"variables entry {path!r} has shape {tuple(np.shape(value))}, the model's has "
