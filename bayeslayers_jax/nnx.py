@@ -137,7 +137,25 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-class _BayesianLinear(nnx.Module):
+class _MapFlag(nnx.Module):
+    """The ``map`` attribute of the layers and the MLP: ``nnx.view(model, map=...)`` sets it."""
+
+    def set_view(self, map: bool | None = None) -> None:
+        """Sets ``map`` for ``nnx.view(model, map=...)`` (``None`` leaves it unchanged).
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> from flax import nnx
+            >>> from bayeslayers_jax.nnx import BBBLinear
+            >>> layer = nnx.view(BBBLinear(3, 2, rngs=nnx.Rngs(0)), map=True)
+            >>> layer.map, layer(jnp.ones((1, 3))).shape  # MAP: no key needed
+            (True, (1, 2))
+        """
+        if map is not None:
+            self.map = map
+
+
+class _BayesianLinear(_MapFlag):
     """Construction, parameters, priors and keys shared by the NNX layers (private)."""
 
     # Layers with deterministic weights (CLTLinearDet) override this.
@@ -260,11 +278,6 @@ class _BayesianLinear(nnx.Module):
         )
 
     # ------------------------------------------------------------ public views
-    def set_view(self, map: bool | None = None) -> None:
-        """Sets ``map`` for ``nnx.view(model, map=...)`` (``None`` leaves it unchanged)."""
-        if map is not None:
-            self.map = map
-
     def mean(self) -> tuple[Array, Array | None]:
         """Means ``(weight_mu, bias_mu)`` (``bias_mu`` is ``None`` without bias).
 
@@ -502,7 +515,7 @@ class CLTLinearDet(CLTLinear):
 LAYER_TYPES = {"bbb": BBBLinear, "lr": LRLinear, "clt": CLTLinear, "cltdet": CLTLinearDet}
 
 
-class BayesianMLP(nnx.Module):
+class BayesianMLP(_MapFlag):
     """A multi-layer perceptron of Bayesian linear layers (NNX twin of :class:`bayeslayers_jax.BayesianMLP`).
 
     The fields, their checks, the per-layer arguments (CReLU width doubling, the CLT
@@ -514,10 +527,13 @@ class BayesianMLP(nnx.Module):
     Args:
         in_features: the input width (NNX modules are built eagerly).
         features: hidden widths followed by the output width.
-        layer_type, act, use_bias, prior_mean, prior_std, bias_prior_mean, bias_prior_std,
-            use_softplus, map, rng_collection, dtype, param_dtype: as the linen model's
-            fields.
         rngs: ``nnx.Rngs`` (``'params'``; a ``'sample'`` stream gives every layer a stream).
+        **fields: every other field of the linen :class:`bayeslayers_jax.BayesianMLP`, with
+            its default and its checks (``layer_type='lr'``, ``act='relu'``, ``use_bias``,
+            ``prior_mean``, ``prior_std``, ``bias_prior_mean``, ``bias_prior_std``,
+            ``use_softplus``, ``map``, ``rng_collection``, ``dtype``, ``param_dtype``, and any
+            field the linen model gains): they are given to a linen ``BayesianMLP`` whose
+            ``layer_kwargs`` build the NNX layers, so the twins cannot drift apart.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -531,43 +547,20 @@ class BayesianMLP(nnx.Module):
         ((5, 1), True, True)
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        features: Sequence[int],
-        *,
-        layer_type: str = "lr",
-        act: str = "relu",
-        use_bias: bool = True,
-        prior_mean: Any = 0.0,
-        prior_std: Any = 1.0,
-        bias_prior_mean: Any = None,
-        bias_prior_std: Any = None,
-        use_softplus: bool = False,
-        map: bool | None = None,
-        rng_collection: str = "sample",
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        rngs: nnx.Rngs,
-    ) -> None:
+    def __init__(self, in_features: int, features: Sequence[int], *, rngs: nnx.Rngs, **fields: Any) -> None:
         core.check_features(in_features, "in_features")
         # The linen model checks the fields and derives each layer's arguments.
-        config = _mlp.BayesianMLP(
-            features, layer_type=layer_type, act=act, use_bias=use_bias, prior_mean=prior_mean,
-            prior_std=prior_std, bias_prior_mean=bias_prior_mean, bias_prior_std=bias_prior_std,
-            use_softplus=use_softplus, map=map, rng_collection=rng_collection, dtype=dtype,
-            param_dtype=param_dtype,
-        )
-        self.layer_type = layer_type
-        self.act = act
-        self.map = map
-        self.num_layers = len(features)
+        config = _mlp.BayesianMLP(features, **fields)
+        self.layer_type = config.layer_type
+        self.act = config.act
+        self.map = config.map
+        self.num_layers = len(config.features)
         width = int(in_features)
         for i in range(self.num_layers):
             kwargs = config.layer_kwargs(i)
             out = kwargs.pop("features")
-            setattr(self, f"layers_{i}", LAYER_TYPES[layer_type](width, out, rngs=rngs, **kwargs))
-            width = out * (2 if act == "crelu" else 1)
+            setattr(self, f"layers_{i}", LAYER_TYPES[self.layer_type](width, out, rngs=rngs, **kwargs))
+            width = out * (2 if self.act == "crelu" else 1)
 
     @property
     def layers(self) -> tuple[_BayesianLinear, ...]:
@@ -578,11 +571,6 @@ class BayesianMLP(nnx.Module):
     def is_clt(self) -> bool:
         """Whether the layers propagate ``(mean, var)`` (``'clt'`` or ``'cltdet'``)."""
         return self.layer_type in _mlp.CLT_TYPES
-
-    def set_view(self, map: bool | None = None) -> None:
-        """Sets ``map`` for ``nnx.view(model, map=...)``."""
-        if map is not None:
-            self.map = map
 
     def __call__(
         self,

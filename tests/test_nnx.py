@@ -440,6 +440,21 @@ def _toy(n, seed):
     return jnp.asarray(x, F64), jnp.asarray(np.sin(3 * x) + 0.1 * r.standard_normal((n, 1)), F64)
 
 
+def _adam_step(model, x, y):
+    """One jitted Adam step on the ELBO (noise_var 0.01), the model and optimizer bound: ``step() -> (loss, aux)``."""
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss_fn = lambda m: bnnx.elbo_loss(m, x, y, num_train_examples=len(x), noise_var=0.01)  # noqa: E731
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        with jax.numpy_dtype_promotion("standard"):  # optax's Adam bias correction mixes int and float
+            optimizer.update(model, grads)
+        return loss, aux
+
+    return nnx.cached_partial(step, model, optimizer)
+
+
 @pytest.mark.parametrize("layer_type", ["clt", "bbb"])
 def test_training_run_fits_the_toy_regression(layer_type):
     """nnx.Optimizer + nnx.jit + nnx.value_and_grad on the ELBO; an Ensemble trains in the same step.
@@ -455,17 +470,8 @@ def test_training_run_fits_the_toy_regression(layer_type):
     truth = jnp.sin(3 * x_test)
     model = bnnx.BayesianMLP(1, (32, 32, 1), layer_type=layer_type, param_dtype=F64,
                              rngs=nnx.Rngs(params=0, sample=1))
-    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model, optimizer):
-        loss_fn = lambda m: bnnx.elbo_loss(m, x, y, num_train_examples=200, noise_var=0.01)  # noqa: E731
-        (loss, _), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        with jax.numpy_dtype_promotion("standard"):  # optax's Adam bias correction mixes int and float
-            optimizer.update(model, grads)
-        return loss
-
-    losses = np.array([float(step(model, optimizer)) for _ in range(600)])
+    step = _adam_step(model, x, y)
+    losses = np.array([float(step()[0]) for _ in range(600)])
     assert np.all(np.isfinite(losses))
     assert losses[-50:].mean() < 0.5 * losses[:10].mean()
     pred = model(x_test)[0] if layer_type == "clt" else model(x_test, map=True)
@@ -478,19 +484,10 @@ def test_ensemble_trains_with_one_optimizer():
     x, y = _toy(100, 1)
     ens = bnnx.Ensemble(lambda r: bnnx.BayesianMLP(1, (16, 1), layer_type="clt", param_dtype=F64, rngs=r),
                         4, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(ens, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(ens, optimizer):
-        loss_fn = lambda m: bnnx.elbo_loss(m, x, y, num_train_examples=100, noise_var=0.01)  # noqa: E731
-        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ens)
-        with jax.numpy_dtype_promotion("standard"):  # optax's Adam bias correction mixes int and float
-            optimizer.update(ens, grads)
-        return aux["loss"]
-
-    first = step(ens, optimizer)
+    step = _adam_step(ens, x, y)
+    first = step()[1]["loss"]
     for _ in range(200):
-        last = step(ens, optimizer)
+        last = step()[1]["loss"]
     assert last.shape == (4,) and np.all(last < 0.5 * first)  # every member improved
 
 
