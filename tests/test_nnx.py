@@ -10,7 +10,6 @@ import pickle
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,20 +307,20 @@ def test_jit_vmap_grad(layer_type):
     _close(nnx.jit(lambda m, x, k: m(x, rng=k))(model, x, key), eager)
     # vmap over examples (one example at a time, the same key) equals the batch: CLT is per example;
     # BBB draws one weight sample per call, the same for every example with the same key.
-    per_example = nnx.vmap(lambda m, xi: m(xi[None], rng=key), in_axes=(None, 0))(model, x)
+    per_example = nnx.jit(nnx.vmap(lambda m, xi: m(xi[None], rng=key), in_axes=(None, 0)))(model, x)
     _close(jax.tree.map(lambda a: a[:, 0], per_example), eager)
     # grad agrees with jax.grad of the linen twin, and covers the parameters only (not the prior)
     linen = bl.BayesianMLP((8, 2), layer_type=layer_type, param_dtype=F64)
     variables = bnnx.to_linen(model)
     out_sum = lambda out: jnp.sum(out[0] + out[1]) if isinstance(out, tuple) else jnp.sum(out)  # noqa: E731
-    grads = nnx.grad(lambda m: out_sum(m(x, rng=key)) + bnnx.total_kl(m))(model)
+    grads = nnx.jit(nnx.grad(lambda m: out_sum(m(x, rng=key)) + bnnx.total_kl(m)))(model)
     assert not jax.tree_util.tree_leaves(nnx.state(grads, bnnx.Prior))
 
     def linen_loss(params):
         out, state = linen.apply({**variables, "params": params}, x, rng=key, mutable=["kl"])
         return out_sum(out) + bl.total_kl(state)
 
-    _close(nnx.to_pure_dict(nnx.state(grads, nnx.Param)), jax.grad(linen_loss)(variables["params"]))
+    _close(nnx.to_pure_dict(nnx.state(grads, nnx.Param)), jax.jit(jax.grad(linen_loss))(variables["params"]))
     # the stream advances under nnx.jit as in eager mode
     twin = bnnx.BayesianMLP(3, (8, 2), layer_type=layer_type, param_dtype=F64, rngs=nnx.Rngs(params=0, sample=1))
     jitted = nnx.jit(lambda m, x: m(x))
@@ -404,6 +403,20 @@ def test_ensemble_members_differ_and_match_linen_ensemble():
     _close(bnnx.total_kl(ens), ens.kl())
     bnnx.from_linen(ens, linen.init(jax.random.key(9), x))  # stacked linen variables load too
     _close(bnnx.to_linen(ens)["params"], linen.init(jax.random.key(9), x)["params"])
+
+
+def test_ensemble_runs_its_members_in_one_vectorized_call():
+    """No Python loop over members: the traced ensemble holds one matmul per layer and pass, whatever its size."""
+    x = _x((8, 3))
+
+    def matmuls(size):
+        ens = bnnx.Ensemble(lambda r: bnnx.BayesianMLP(3, (6, 1), layer_type="lr", param_dtype=F64, rngs=r),
+                            size, rngs=nnx.Rngs(0))
+        graphdef, state = nnx.split(ens)
+        run = lambda state, key: nnx.merge(graphdef, state)(x, rng=key)  # noqa: E731
+        return str(jax.make_jaxpr(run)(state, jax.random.key(0))).count("dot_general")
+
+    assert matmuls(2) == matmuls(5) == 4  # LR: the mean and the variance matmul of 2 layers
 
 
 @pytest.mark.parametrize("layer_type", ["bbb", "clt"])
