@@ -109,10 +109,14 @@ Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
 
-_REMEDY = (
-    "a 'sample' stream (rngs=nnx.Rngs(params=..., sample=...)) at construction, "
-    "rngs=nnx.Rngs(sample=...) at the call"
-)
+
+def _remedy(rng_collection: str) -> str:
+    """How an NNX layer takes a stream key, for :func:`~bayeslayers_jax._layer_core.missing_key_error`."""
+    return (
+        f"rngs with a '{rng_collection}' stream (nnx.Rngs(params=..., {rng_collection}=...)) "
+        "at construction or at the call"
+    )
+
 
 
 class Prior(nnx.Variable):
@@ -250,11 +254,18 @@ class _BayesianLinear(_MapFlag):
         """The sampling key: ``rng``, else one key of ``rngs``, else of the layer's own stream."""
         if rng is not None:
             return rng
-        if isinstance(rngs, nnx.Rngs):
-            rngs = rngs[self.rng_collection] if self.rng_collection in rngs else None
-        stream = _first(rngs, self.rngs)
+        if rngs is None:
+            stream = self.rngs
+        elif isinstance(rngs, nnx.Rngs):  # its own stream of that name, never 'default'
+            stream = rngs[self.rng_collection] if self.rng_collection in rngs else None
+        elif isinstance(rngs, nnx.RngStream):
+            stream = rngs
+        else:
+            raise TypeError(
+                f"rngs must be an nnx.Rngs or an nnx.RngStream (pass a key as rng=), got {type(rngs).__name__}"
+            )
         if stream is None:
-            raise core.missing_key_error(type(self).__name__, self.rng_collection, _REMEDY)
+            raise core.missing_key_error(type(self).__name__, self.rng_collection, _remedy(self.rng_collection))
         return stream()
 
     def _input(self, x: Any, input_name: str) -> Array:

@@ -194,6 +194,10 @@ def test_streams_rules():
     with pytest.raises(ValueError, match="got no PRNG key"):
         c(x, rngs=nnx.Rngs(0))
     assert c(x, map=True).shape == (5, 4)
+    with pytest.raises(ValueError, match="got no PRNG key"):  # rngs at the call without 'sample': no fallback
+        a(x, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="pass a key as rng="):
+        a(x, rngs=key)
 
 
 def test_map_attribute_call_and_view():
