@@ -472,6 +472,7 @@ def _adam_step(model, x, y):
     return nnx.cached_partial(step, model, optimizer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer_type", ["clt", "bbb"])
 def test_training_run_fits_the_toy_regression(layer_type):
     """nnx.Optimizer + nnx.jit + nnx.value_and_grad on the ELBO; an Ensemble trains in the same step.
@@ -497,6 +498,7 @@ def test_training_run_fits_the_toy_regression(layer_type):
     assert rmse < 0.15, rmse
 
 
+@pytest.mark.slow
 def test_ensemble_trains_with_one_optimizer():
     x, y = _toy(100, 1)
     ens = bnnx.Ensemble(lambda r: bnnx.BayesianMLP(1, (16, 1), layer_type="clt", param_dtype=F64, rngs=r),
