@@ -737,12 +737,8 @@ def elbo_loss(
     *,
     num_train_examples: int,
     rng: Array | None = None,
-    likelihood: str = "gaussian",
-    noise_var: Any = None,
-    kl_weight: float = 1.0,
     map: bool = False,
-    probit_method: str = "pairwise",
-    clt_categorical: str = "bound",
+    **options: Any,
 ) -> tuple[Array, dict[str, Array]]:
     r"""Negative ELBO per training example of an NNX model on a minibatch.
 
@@ -766,8 +762,11 @@ def elbo_loss(
         num_train_examples: ``N``, the training-set size.
         rng: PRNG key passed as ``rng=`` (bit-identical to the linen model's ``rng=``);
             ``None``: the model's own ``'sample'`` streams.
-        likelihood, noise_var, kl_weight, map, probit_method, clt_categorical: as in
-            :func:`bayeslayers_jax.elbo_loss`.
+        map: train the MAP (means-only) model, as in :func:`bayeslayers_jax.elbo_loss`.
+        **options: the likelihood's options, as in :func:`bayeslayers_jax.elbo_loss`
+            (``likelihood``, ``noise_var``, ``kl_weight``, ``probit_method``,
+            ``clt_categorical``): every keyword of
+            :func:`~bayeslayers_jax.objectives.elbo_from_outputs`, which checks them.
 
     Returns:
         ``(loss, aux)``.
@@ -791,10 +790,6 @@ def elbo_loss(
     """
     inputs = _objectives._as_inputs(x)
     kwargs: dict[str, Any] = {"map": True} if map else ({} if rng is None else {"rng": rng})
-    options = dict(
-        likelihood=likelihood, noise_var=noise_var, kl_weight=kl_weight,
-        probit_method=probit_method, clt_categorical=clt_categorical,
-    )
     out = model(*inputs, **kwargs)
 
     def kl_of(member: nnx.Module) -> Array:
@@ -806,7 +801,7 @@ def elbo_loss(
     if not isinstance(model, Ensemble):
         return _objectives.elbo_from_outputs(out, y, kl_of(model), num_train_examples=num_train_examples, **options)
     kl = nnx.vmap(lambda m: jnp.asarray(kl_of(m)), in_axes=0, out_axes=0)(model.members)
-    y_axis = _objectives._target_member_axis(y, out, likelihood, model.size)
+    y_axis = _objectives._target_member_axis(y, out, options.get("likelihood", "gaussian"), model.size)
     member_elbo = lambda o, t, k: _objectives.elbo_from_outputs(  # noqa: E731
         o, t, k, num_train_examples=num_train_examples, **options
     )
