@@ -9,7 +9,8 @@ or a forward pass is written once:
   (:func:`bias_prior_values`, :func:`prior_values`);
 * the input checks (:func:`check_input`, :func:`check_input_width`, :func:`check_var`) and
   the errors the layers raise (:func:`missing_key_error`, :func:`missing_var_error`,
-  :func:`require_std`);
+  :func:`require_std`) and the shared shape of a call (:func:`sample_forward`,
+  :func:`clt_layer_forward`);
 * standard deviations and the closed-form KL from ``rho`` (:func:`param_stds`,
   :func:`layer_kl`);
 * the forward passes of each method (:func:`mean_forward`, :func:`bbb_forward`,
@@ -90,6 +91,12 @@ def check_features(value: Any, name: str = "features") -> None:
         raise TypeError(f"{name} must be a positive int, got {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_rng_collection(value: Any) -> None:
+    """Raises ``TypeError`` unless the name of a layer's PRNG stream is a ``str``."""
+    if not isinstance(value, str):
+        raise TypeError(f"rng_collection must be a str, got {value!r}")
 
 
 def check_layer_config(
@@ -230,12 +237,17 @@ def check_var(var: Any, mu: Array) -> Array:
     return var
 
 
-def missing_key_error(layer_name: str, rng_collection: str) -> ValueError:
-    """The error of a sampling call without a PRNG key."""
+def missing_key_error(layer_name: str, rng_collection: str, remedy: str | None = None) -> ValueError:
+    """The error of a sampling call without a PRNG key.
+
+    ``remedy`` says how the front end takes a stream key (default: linen's ``rngs=`` at
+    ``apply``); the ``rng=key`` and ``map=True`` alternatives are common to all.
+    """
+    if remedy is None:
+        remedy = f"rngs={{'{rng_collection}': key}} to apply (the rng_collection '{rng_collection}')"
     return ValueError(
-        f"{layer_name} samples its weights but got no PRNG key: pass "
-        f"rngs={{'{rng_collection}': key}} to apply (the rng_collection "
-        f"'{rng_collection}'), or rng=key at the call, or use map=True"
+        f"{layer_name} samples its weights but got no PRNG key: pass {remedy}, "
+        "or rng=key at the call, or use map=True"
     )
 
 
@@ -265,6 +277,12 @@ def param_stds(params: dict[str, Array], use_softplus: bool) -> tuple[Array, Arr
     if "bias_rho" in params:
         b_std = rho_to_std(params["bias_rho"], use_softplus=use_softplus)
     return w_std, b_std
+
+
+def param_vars(params: dict[str, Array], use_softplus: bool) -> tuple[Array, Array | None]:
+    """``(weight_var, bias_var)``: the squares of :func:`param_stds`."""
+    w_std, b_std = param_stds(params, use_softplus)
+    return jnp.square(w_std), (None if b_std is None else jnp.square(b_std))
 
 
 def layer_kl(params: dict[str, Array], priors: dict[str, Array], use_softplus: bool) -> Array:
@@ -403,9 +421,7 @@ def clt_forward(
     """
     w_var = b_var = None
     if "weight_rho" in params:
-        w_std, b_std = param_stds(params, use_softplus)
-        w_var = jnp.square(w_std)
-        b_var = None if b_std is None else jnp.square(b_std)
+        w_var, b_var = param_vars(params, use_softplus)
     mu, var, w_mu, w_var, b_mu, b_var = promote_dtype(
         mu, var, params["weight_mu"], w_var, params.get("bias_mu"), b_var, dtype=dtype
     )
@@ -413,3 +429,54 @@ def clt_forward(
     if is_output:
         return mean, out_var
     return activation_moments(act, mean, out_var)
+
+
+# ------------------------------------------------------------------------- layer calls
+def sample_forward(
+    forward: Callable[..., Array],
+    key: Array | None,
+    x: Array,
+    params: dict[str, Array],
+    use_softplus: bool,
+    dtype: Dtype | None,
+    op: AffineMap = DENSE,
+) -> Array:
+    """A sampling layer's output: ``forward`` (:func:`bbb_forward`, :func:`lr_forward`) with
+    ``key``, or the mean forward pass when ``key`` is ``None`` (MAP mode)."""
+    if key is None:
+        return mean_forward(x, params, dtype, op)
+    return forward(key, x, params, use_softplus, dtype, op)
+
+
+def clt_layer_forward(
+    mu: Array,
+    var: Any,
+    params: dict[str, Array],
+    *,
+    map: bool,
+    is_input: bool,
+    var_optional: bool,
+    layer_name: str,
+    use_softplus: bool,
+    dtype: Dtype | None,
+    act: str,
+    is_output: bool,
+    op: AffineMap = DENSE,
+) -> tuple[Array, Array | None]:
+    """A CLT layer's call on a checked ``mu``: MAP or moment propagation, with its ``var`` rules.
+
+    ``(map_forward, None)`` in MAP mode, or for a deterministic layer (no ``weight_rho``)
+    with a deterministic input (``var=None``); else :func:`clt_forward`. ``var=None`` is
+    allowed only for an input layer (``is_input``) or when ``var_optional`` (linen's
+    ``init``, which only needs the shapes); a given ``var`` is checked by :func:`check_var`.
+    """
+    if map or (var is None and "weight_rho" not in params):
+        return map_forward(mu, params, dtype, act, is_output, op), None
+    if var is None:
+        if not is_input and not var_optional:
+            raise missing_var_error(layer_name)
+    else:
+        var = check_var(var, mu)
+    return clt_forward(
+        mu, var, params, use_softplus=use_softplus, dtype=dtype, act=act, is_output=is_output, op=op
+    )

@@ -287,8 +287,7 @@ class _BayesianLinearBase(nn.Module):
     _has_std = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rng_collection, str):
-            raise TypeError(f"rng_collection must be a str, got {self.rng_collection!r}")
+        core.check_rng_collection(self.rng_collection)
         core.check_layer_config(
             features=self.features,
             use_bias=self.use_bias,
@@ -423,24 +422,15 @@ class _BayesianLinearBase(nn.Module):
         """A sampling layer's call: the mean forward pass in MAP mode, else ``forward``."""
         map_, x, params = self._setup(x, map, "x")
         key = None if map_ else self._key(rng)
-        if key is None:
-            return core.mean_forward(x, params, self.dtype, self._op)
-        return forward(key, x, params, self.use_softplus, self.dtype, self._op)
+        return core.sample_forward(forward, key, x, params, self.use_softplus, self.dtype, self._op)
 
     def _clt_call(self, mu: Any, var: Any, map: bool | None) -> tuple[Array, Array | None]:
         """A CLT layer's call (``var=None`` allowed per :class:`CLTLinear`'s rules)."""
         map_, mu, params = self._setup(mu, map, "mu")
-        deterministic_input = var is None and not self._has_std
-        if map_ or deterministic_input:
-            return core.map_forward(mu, params, self.dtype, self.act, self.is_output, self._op), None
-        if var is None:
-            # During init only the shapes matter, so a missing variance is not an error there.
-            if not self.is_input and not self.is_initializing():
-                raise core.missing_var_error(type(self).__name__)
-        else:
-            var = core.check_var(var, mu)
-        return core.clt_forward(
-            mu, var, params, use_softplus=self.use_softplus, dtype=self.dtype,
+        # During init only the shapes matter, so a missing variance is not an error there.
+        return core.clt_layer_forward(
+            mu, var, params, map=map_, is_input=self.is_input, var_optional=self.is_initializing(),
+            layer_name=type(self).__name__, use_softplus=self.use_softplus, dtype=self.dtype,
             act=self.act, is_output=self.is_output, op=self._op,
         )
 
@@ -462,8 +452,7 @@ class _BayesianLinearBase(nn.Module):
     def var(self) -> tuple[Array, Array | None]:
         """Variances, the squares of :meth:`std`; ``layer.apply(variables, method='var')``."""
         self._require_std("var")
-        w_std, b_std = self.std()
-        return jnp.square(w_std), (None if b_std is None else jnp.square(b_std))
+        return core.param_vars(self._read_params(), self.use_softplus)
 
     def kl(self) -> Array:
         """Closed-form ``KL(q || p)`` summed over all weights and biases.

@@ -14,16 +14,17 @@ from bayeslayers_jax.layers import (
     CLTLinear,
     CLTLinearDet,
     LRLinear,
-    crelu,
 )
-from bayeslayers_jax._layer_core import check_prior_value
+from bayeslayers_jax._layer_core import activation, check_prior_value
 
-__all__ = ["BayesianMLP", "LAYER_TYPES", "ACTIVATIONS"]
+__all__ = ["BayesianMLP", "LAYER_TYPES", "ACTIVATIONS", "mlp_forward"]
 
 Array = jax.Array
 
 #: Layer types accepted by :class:`BayesianMLP`, and the modules they build.
 LAYER_TYPES = {"bbb": BBBLinear, "lr": LRLinear, "clt": CLTLinear, "cltdet": CLTLinearDet}
+#: The layer types that propagate ``(mean, var)``.
+CLT_TYPES = ("clt", "cltdet")
 #: Activations accepted by :class:`BayesianMLP`.
 ACTIVATIONS = ("relu", "crelu")
 
@@ -130,7 +131,7 @@ class BayesianMLP(nn.Module):
             >>> BayesianMLP((1,), layer_type="cltdet").is_clt, BayesianMLP((1,)).is_clt
             (True, False)
         """
-        return self.layer_type in ("clt", "cltdet")
+        return self.layer_type in CLT_TYPES
 
     def layer_kwargs(self, index: int) -> dict[str, Any]:
         """Constructor arguments of layer ``index`` (``features`` included).
@@ -188,21 +189,67 @@ class BayesianMLP(nn.Module):
             map_ = False
         else:
             map_ = bool(nn.merge_param("map", self.map, map))
-        n = len(self.layers)
-        if self.is_clt:
-            h, v = x, var
-            for layer in self.layers:
-                h, v = layer(h, v, map=map_)
-            return h, v
-        if var is not None:
-            raise ValueError(
-                f"var is only accepted by CLT layer types ('clt', 'cltdet'), got var for "
-                f"layer_type={self.layer_type!r}"
-            )
-        keys = [None] * n if (rng is None or map_) else list(jax.random.split(rng, n))
-        h = x
-        for i, layer in enumerate(self.layers):
-            h = layer(h, map=map_, rng=keys[i])
-            if i < n - 1:
-                h = jax.nn.relu(h) if self.act == "relu" else crelu(h)
-        return h
+        return mlp_forward(self.layers, x, var, map=map_, rng=rng, layer_type=self.layer_type, act=self.act)
+
+
+def mlp_forward(
+    layers: Sequence[Any],
+    x: Array,
+    var: Array | None = None,
+    *,
+    map: bool | None,
+    rng: Array | None,
+    layer_type: str,
+    act: str,
+) -> Array | tuple[Array, Array | None]:
+    """The forward pass of a :class:`BayesianMLP` over its built layers, for any front end.
+
+    CLT types chain ``(mean, var)`` through ``layer(h, v, map=map)``; sampling types call
+    ``layer(h, map=map, rng=key)`` with ``act`` between layers, ``rng`` split into one key
+    per layer (``jax.random.split(rng, len(layers))``, layer ``i`` gets key ``i``; no keys
+    in MAP mode or without ``rng``: each layer then draws from its own stream).
+
+    Args:
+        layers: the layers, input layer first (linen submodules or ``flax.nnx`` modules).
+        x: inputs (input means for CLT types).
+        var: input variance for CLT types; must be ``None`` for ``'bbb'`` and ``'lr'``.
+        map: MAP mode, passed to every layer (``None``: each layer's own ``map``).
+        rng: PRNG key for this call, or ``None``.
+        layer_type: one of :data:`LAYER_TYPES`.
+        act: one of :data:`ACTIVATIONS`.
+
+    Returns:
+        ``y`` for ``'bbb'``/``'lr'``; ``(mean, var)`` for ``'clt'``/``'cltdet'``.
+
+    Raises:
+        ValueError: ``var`` given to a sampling layer type.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from bayeslayers_jax import BBBLinear
+        >>> layers = [BBBLinear(4), BBBLinear(1)]
+        >>> x = jnp.ones((2, 3))
+        >>> v0 = layers[0].init(jax.random.key(0), x)
+        >>> v1 = layers[1].init(jax.random.key(1), jnp.ones((2, 4)))
+        >>> bound = [lambda h, **kw: layers[0].apply(v0, h, **kw), lambda h, **kw: layers[1].apply(v1, h, **kw)]
+        >>> mlp_forward(bound, x, map=True, rng=None, layer_type="bbb", act="relu").shape
+        (2, 1)
+    """
+    n = len(layers)
+    if layer_type in CLT_TYPES:
+        h, v = x, var
+        for layer in layers:
+            h, v = layer(h, v, map=map)
+        return h, v
+    if var is not None:
+        raise ValueError(
+            f"var is only accepted by CLT layer types ('clt', 'cltdet'), got var for "
+            f"layer_type={layer_type!r}"
+        )
+    keys = [None] * n if (rng is None or map) else list(jax.random.split(rng, n))
+    h = x
+    for i, layer in enumerate(layers):
+        h = layer(h, map=map, rng=keys[i])
+        if i < n - 1:
+            h = activation(act, h)
+    return h

@@ -57,6 +57,7 @@ __all__ = [
     "categorical_nll_from_logits",
     "neg_log_prior",
     "elbo_loss",
+    "elbo_from_outputs",
     "make_elbo_loss_fn",
 ]
 
@@ -500,6 +501,58 @@ def _target_member_axis(y, out, likelihood, size):
     )
 
 
+def _check_elbo_options(likelihood, noise_var, clt_categorical):
+    if likelihood not in _LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
+    if clt_categorical not in ("bound", "probit"):
+        raise ValueError(f"clt_categorical must be 'bound' or 'probit', got {clt_categorical!r}")
+    if likelihood == "gaussian":
+        _check_noise_var(noise_var)
+
+
+def elbo_from_outputs(
+    out,
+    y,
+    kl,
+    *,
+    num_train_examples,
+    likelihood="gaussian",
+    noise_var=None,
+    kl_weight=1.0,
+    probit_method="pairwise",
+    clt_categorical="bound",
+):
+    r"""Negative ELBO per training example (:func:`neg_elbo`) from one model's outputs and KL.
+
+    The framework-agnostic half of :func:`elbo_loss`: whatever ran the model (``flax.linen``
+    ``apply``, a ``flax.nnx`` module, a user's function), ``out`` is its output on the
+    minibatch and ``kl`` its total KL (or, for MAP training, :func:`neg_log_prior`). A tuple
+    ``(mean, var)`` gets the closed-form likelihood, one array a sample's, exactly as in
+    :func:`elbo_loss` (whose arguments these are).
+
+    Args:
+      out: the model's output: an array (sampled or MAP) or ``(mean, var)`` (CLT).
+      y: targets of the output's shape (``'gaussian'``) or labels (``'categorical'``).
+      kl: the scalar KL (or negative log prior).
+      num_train_examples, likelihood, noise_var, kl_weight, probit_method,
+        clt_categorical: as in :func:`elbo_loss`.
+
+    Returns:
+      ``(loss, {'nll': mean NLL, 'kl': kl})``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> out, y = jnp.zeros((2, 1)), jnp.ones((2, 1))
+      >>> loss, aux = elbo_from_outputs(out, y, jnp.asarray(50.0), num_train_examples=100, noise_var=1.0)
+      >>> print(round(float(loss), 4))  # 0.5 log(2 pi) + 1/2 + 50/100
+      1.9189
+    """
+    _check_elbo_options(likelihood, noise_var, clt_categorical)
+    nll = _output_nll(out, y, likelihood, noise_var, probit_method, clt_categorical)
+    loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
+    return loss, {"nll": jnp.mean(nll), "kl": jnp.asarray(kl).astype(loss.dtype)}
+
+
 def elbo_loss(
     model,
     variables,
@@ -589,12 +642,7 @@ def elbo_loss(
       >>> aux['nll'].shape, aux['kl'].shape, bool(jnp.isclose(loss, aux['loss'].sum()))
       ((3,), (3,), True)
     """
-    if likelihood not in _LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-    if clt_categorical not in ("bound", "probit"):
-        raise ValueError(f"clt_categorical must be 'bound' or 'probit', got {clt_categorical!r}")
-    if likelihood == "gaussian":
-        _check_noise_var(noise_var)  # up front, before the forward pass
+    _check_elbo_options(likelihood, noise_var, clt_categorical)  # up front, before the forward pass
     variables = without_kl(variables)
     kwargs: dict[str, Any] = {"map": True} if map else {}
     if key is not None and not map:
@@ -606,9 +654,11 @@ def elbo_loss(
             kl = neg_log_prior(variables["params"], variables.get("prior", {}))
         else:
             kl = total_kl(state.get("kl", {}))
-        nll = nll_of(out, y)
-        loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
-        return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
+        return elbo_from_outputs(
+            out, y, kl, num_train_examples=num_train_examples, likelihood=likelihood,
+            noise_var=noise_var, kl_weight=kl_weight, probit_method=probit_method,
+            clt_categorical=clt_categorical,
+        )
     size = model.size
     y_axis = _target_member_axis(y, out, likelihood, size)
     nll = jax.vmap(nll_of, in_axes=(0, y_axis))(out, y)  # (M, B)

@@ -30,7 +30,8 @@ from traitlets import default
 
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = ("01_quickstart_regression.ipynb", "02_moment_functions.ipynb", "03_classification_ood.ipynb")
+EXPECTED = ("01_quickstart_regression.ipynb", "02_moment_functions.ipynb", "03_classification_ood.ipynb",
+            "04_nnx_quickstart.ipynb")
 METHODS = ("MAP", "BBB", "LR", "CLT")
 CELL_TIMEOUT_S = 600
 
@@ -179,10 +180,20 @@ def _check_classification(nb):
     assert _num_images(nb) >= 2
 
 
+def _check_nnx_quickstart(nb):
+    _check_regression(nb)
+    # The trained NNX models converted to linen: the same CLT predictive (the same pure functions on the
+    # same parameters: exactly 0 difference) and, for the same key, the same BBB sample.
+    text = "".join(out.get("text", "") for out in _outputs(nb, "stream"))
+    assert "max |mean difference| 0.0  max |var difference| 0.0" in text
+    assert "BBB sample with the same key, linen == NNX: True" in text
+
+
 CHECKS = {
     "01_quickstart_regression.ipynb": _check_regression,
     "02_moment_functions.ipynb": _check_moments,
     "03_classification_ood.ipynb": _check_classification,
+    "04_nnx_quickstart.ipynb": _check_nnx_quickstart,
 }
 
 
