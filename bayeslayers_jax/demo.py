@@ -24,6 +24,11 @@ Modelling choices (and why):
   points (:func:`~bayeslayers_jax.calibrated_noise_var`), because the learned one contains
   the training-set epistemic variance and the predictive would count it twice (see
   :mod:`bayeslayers_jax.noise`). The table then also lists both noise stds (the truth is 3).
+  Measured (seed 0, 3000 steps): with 20 points the noise is not identified; the Bayesian
+  networks settle on "everything is noise" (learned std about 41, RMSE about 25; the
+  calibrated noise is then 0, as the epistemic variance already over-covers) and MAP learns
+  11. The default therefore keeps the known noise; notebook 01 shows the learned noise on 200
+  points, where it is identified and the recalibration matters.
 * Priors ``N(0, 1)`` on the first layer and ``N(0, 1/100)`` (std ``1/sqrt(fan_in)``) on the
   output layer, set by replacing the ``'prior'`` subtree after ``init``: the prior over
   functions then has output std of order one, the scale of the standardized targets. A unit
@@ -76,6 +81,10 @@ __all__ = ["METHODS", "make_toy_data", "train_model", "run_demo", "format_table"
 METHODS = {"MAP": ("bbb", True), "BBB": ("bbb", False), "LR": ("lr", False), "CLT": ("clt", False)}
 
 NOISE_STD = 3.0
+#: Initial noise std of ``--learn-noise`` in standardized units (about 4 in the original ones):
+#: small, so the mean is fitted before the noise grows; from 1 (the targets' whole std) the
+#: 20-point ELBO stays at the "everything is noise" optimum.
+NOISE_INIT_STD = 0.1
 NUM_TRAIN = 20
 HIDDEN = 100
 
@@ -330,7 +339,7 @@ def run_demo(steps=3000, out_dir="demo_output", seed=0, *, methods=tuple(METHODS
         layer_type, is_map = METHODS[name]
         model = BayesianMLP(features=(hidden, 1), layer_type=layer_type)
         if learn_noise:
-            model = LearnedNoise(model)  # params gain 'noise_log_std'; the layers keep their names
+            model = LearnedNoise(model, init_std=NOISE_INIT_STD)  # params gain "noise_log_std"
         init_keys = {"params": jax.random.fold_in(init_key, i), "sample": jax.random.fold_in(init_key, 100 + i)}
         variables = _init(model, init_keys, x_tr)
         variables = update_prior(variables, "layers_1", weight_std=1.0 / np.sqrt(hidden))
