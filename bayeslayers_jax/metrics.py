@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp, ndtri, xlogy
 
-from bayeslayers_jax._checks import check_labels, check_same_shape, check_target_shape
+from bayeslayers_jax._checks import as_float_array, check_labels, check_same_shape, check_target_shape
 
 __all__ = [
     "regression_nll",
@@ -149,6 +149,7 @@ def mixture_regression_nll(y, means, var):
       >>> print(round(float(regression_nll(y, jnp.array([0.0]), jnp.array([2.0]))), 4))  # the moment match differs
       1.2655
     """
+    y, means, var = as_float_array("y", y), as_float_array("means", means), as_float_array("var", var)
     means_shape, y_shape = tuple(jnp.shape(means)), tuple(jnp.shape(y))
     if len(means_shape) < 1 or means_shape[1:] != y_shape:
         raise ValueError(
@@ -191,6 +192,7 @@ def mixture_categorical_nll(prob_samples, labels):
       >>> print(round(float(mixture_categorical_nll(samples, jnp.array([1]))), 4))  # -log((0.1 + 0.5) / 2)
       1.204
     """
+    prob_samples = as_float_array("prob_samples", prob_samples)
     shape = tuple(jnp.shape(prob_samples))
     if len(shape) < 2:
         raise ValueError(f"prob_samples must have shape (S,) + labels.shape + (K,), got {shape}")

@@ -35,6 +35,13 @@ class FitResult(NamedTuple):
         minibatch loss) and the epoch means of every entry of the loss's ``aux`` (for
         :func:`~bayeslayers_jax.elbo_loss`: ``'nll'`` and ``'kl'``, with the member axis
         last for ensembles, whose member losses are ``'member_loss'``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> r = FitResult(params={'w': jnp.zeros(2)}, opt_state=(), history={'loss': jnp.ones(3)})
+      >>> params, opt_state, history = r  # a NamedTuple: unpacks
+      >>> history['loss'].shape
+      (3,)
     """
 
     params: Any

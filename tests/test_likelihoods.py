@@ -286,3 +286,17 @@ def test_elbo_ensemble_monte_carlo_members_draw_independently():
     assert aux["nll"].shape == (2,) and float(aux["nll"][0]) != float(aux["nll"][1])
     _, aux = elbo_loss(ens, v, X, labels, num_train_examples=10, likelihood="categorical", clt_categorical="bound")
     np.testing.assert_allclose(aux["nll"][0], aux["nll"][1], rtol=1e-12)
+
+
+def test_dtype_rule():
+    # integer inputs are cast to the default float; complex ones raise TypeError naming the argument
+    ints = heteroscedastic_gaussian_nll(jnp.array([[1]]), jnp.array([[0, 0]]))
+    assert ints.dtype == jnp.result_type(float)
+    with pytest.raises(TypeError, match="out"):
+        heteroscedastic_gaussian_nll(f64([[1.0]]), jnp.array([[0j, 0j]]))
+    with pytest.raises(TypeError, match="logits"):
+        bernoulli_nll_from_logits(f64([[1.0]]), jnp.array([[1j]]))
+    with pytest.raises(TypeError, match="y"):
+        bernoulli_nll_from_logits(jnp.array([[1j]]), f64([[1.0]]))
+    with pytest.raises(TypeError, match="var"):
+        expected_categorical_nll_mc(jnp.array([0]), f64([[0.0, 1.0]]), jnp.array([[1j, 1j]]), key=jax.random.key(0))
