@@ -13,9 +13,10 @@ the likelihood expects; nothing is broadcast.
 heteroscedastic Gaussian (:func:`expected_heteroscedastic_gaussian_nll`, Wu et al. 2019). For
 softmax and sigmoid likelihoods there is no closed form: :func:`expected_categorical_nll_mc`
 and :func:`expected_bernoulli_nll_mc` estimate it by Monte Carlo over the *output logits only*
-(reparameterized, :math:`z = m + \sqrt v\,\varepsilon`), which costs ``num_samples`` times a
-log-softmax of the output, nothing next to the network, and is unbiased for the expected
-log-likelihood and for its gradient, whatever the logit variance. (The deterministic
+(reparameterized, :math:`z = m + \sqrt v\,\varepsilon`), which needs no extra network pass
+(``num_samples`` normal draws and log-softmaxes of the output layer; the cost is measured at
+:data:`DEFAULT_LOGIT_SAMPLES`) and is unbiased for the expected log-likelihood and for its
+gradient, whatever the logit variance. (The deterministic
 alternatives, the Jensen bound :func:`~bayeslayers_jax.expected_categorical_nll_bound` and
 the probit :func:`~bayeslayers_jax.probit_categorical_nll`, are biased, and the bias of the
 bound grows with the variance: training on it inflates the variance mismatch.)
@@ -55,8 +56,15 @@ __all__ = [
 #: the minibatch itself already adds :math:`\sigma_b/\sqrt B` (:math:`\sigma_b` the spread
 #: over examples). ``S = 32`` keeps the logit noise below the minibatch noise unless an
 #: example's own spread exceeds :math:`\sqrt{32}\approx 5.7` times the spread over
-#: examples, and costs 32 log-softmaxes of the output layer per example (far less than one
-#: hidden layer of width 32 or more).
+#: examples.
+#:
+#: Cost, measured on the 2-core CPU (median of 300 interleaved calls, twice): a jitted
+#: gradient of :func:`~bayeslayers_jax.elbo_loss` for a CLT classifier 64-100-100-10, batch
+#: 64, takes 2.0 ms with 32 logit samples, 1.5 ms with 8, and 1.0-1.3 ms with the
+#: deterministic bound; drawing the 32 x 64 x 10 normals alone takes 1.1 ms (threefry in its
+#: default partitionable mode, kept so that the draws shard along the batch like local
+#: reparameterization's). The share falls as the network grows and on accelerators; pass
+#: ``num_logit_samples=8`` where the step time matters more than the gradient noise.
 DEFAULT_LOGIT_SAMPLES = 32
 
 
