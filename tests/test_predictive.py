@@ -198,9 +198,12 @@ def test_ensemble_predictive_probs_average_the_members(ensemble_setup):
     modules, ensembles, variables, x = ensemble_setup
     members = [modules["clt"].apply(member(variables, m), x) for m in range(M)]
     hand = sum(np.asarray(probit_softmax(mu, v)) for mu, v in members) / M
-    clt = predictive_probs(ensembles["clt"], variables, x, key=jax.random.key(1), num_samples=10)
+    clt = predictive_probs(ensembles["clt"], variables, x, key=jax.random.key(1), num_samples=10,
+                           clt_probs="probit")
     np.testing.assert_allclose(clt.probs, hand, rtol=1e-12)
     assert clt.prob_samples.shape == (10 * M, 6, 3)
+    mc = predictive_probs(ensembles["clt"], variables, x, key=jax.random.key(1), num_samples=10)
+    np.testing.assert_allclose(mc.probs, clt.prob_samples.mean(0), rtol=1e-12)  # the pooled samples' mean
     mapped = predictive_probs(ensembles["clt"], variables, x, mode="map")
     soft = np.stack([np.asarray(jax.nn.softmax(modules["clt"].apply(member(variables, m), x, map=True)[0]))
                      for m in range(M)])
@@ -294,3 +297,18 @@ def test_binary_predictive_probs(setup):
     mp_ = predictive_probs(models["clt"], variables, x, mode="map", likelihood="bernoulli")
     out = models["clt"].apply(variables, x, map=True)[0]
     np.testing.assert_allclose(mp_.probs[..., 1], jax.nn.sigmoid(out), rtol=1e-12)
+
+
+def test_clt_probs_monte_carlo_or_probit(setup):
+    models, variables, x = setup
+    key = jax.random.key(4)
+    mean, var = models["clt"].apply(variables, x)
+    auto = predictive_probs(models["clt"], variables, x, key=key, num_samples=64)
+    np.testing.assert_allclose(auto.probs, auto.prob_samples.mean(0), rtol=1e-12)  # with a key: MC by default
+    probit = predictive_probs(models["clt"], variables, x, key=key, num_samples=64, clt_probs="probit")
+    np.testing.assert_allclose(probit.probs, probit_softmax(mean, var), rtol=1e-12)
+    np.testing.assert_array_equal(probit.prob_samples, auto.prob_samples)
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        predictive_probs(models["clt"], variables, x, clt_probs="mc")
+    with pytest.raises(ValueError, match="clt_probs"):
+        predictive_probs(models["clt"], variables, x, clt_probs="exact")
