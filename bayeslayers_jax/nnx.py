@@ -761,11 +761,13 @@ def elbo_loss(
         y: targets (the output's shape) or labels.
         num_train_examples: ``N``, the training-set size.
         rng: PRNG key passed as ``rng=`` (bit-identical to the linen model's ``rng=``);
-            ``None``: the model's own ``'sample'`` streams.
+            ``None``: the model's own ``'sample'`` streams. It is also the ``key`` of the
+            Monte Carlo likelihoods (a CLT classifier's logit samples) unless ``key=`` is
+            given; without either, those raise as in :func:`bayeslayers_jax.elbo_loss`.
         map: train the MAP (means-only) model, as in :func:`bayeslayers_jax.elbo_loss`.
         **options: the likelihood's options, as in :func:`bayeslayers_jax.elbo_loss`
-            (``likelihood``, ``noise_var``, ``kl_weight``, ``probit_method``,
-            ``clt_categorical``): every keyword of
+            (``likelihood``, ``noise_var``, ``kl_weight``, ``key``, ``probit_method``,
+            ``clt_categorical``, ``num_logit_samples``): every keyword of
             :func:`~bayeslayers_jax.objectives.elbo_from_outputs`, which checks them.
 
     Returns:
@@ -798,14 +800,22 @@ def elbo_loss(
             return _objectives.neg_log_prior(params, prior)
         return total_kl(member)
 
+    # The Monte Carlo likelihoods (a CLT classifier's logits) draw from ``rng`` unless a
+    # ``key`` is given; an ensemble's members get independent keys.
+    key = options.pop("key", None)
+    if key is None and not map:
+        key = rng
     if not isinstance(model, Ensemble):
-        return _objectives.elbo_from_outputs(out, y, kl_of(model), num_train_examples=num_train_examples, **options)
+        return _objectives.elbo_from_outputs(
+            out, y, kl_of(model), num_train_examples=num_train_examples, key=key, **options
+        )
     kl = nnx.vmap(lambda m: jnp.asarray(kl_of(m)), in_axes=0, out_axes=0)(model.members)
     y_axis = _objectives._target_member_axis(y, out, options.get("likelihood", "gaussian"), model.size)
-    member_elbo = lambda o, t, k: _objectives.elbo_from_outputs(  # noqa: E731
-        o, t, k, num_train_examples=num_train_examples, **options
+    member_elbo = lambda o, t, k, key: _objectives.elbo_from_outputs(  # noqa: E731
+        o, t, k, num_train_examples=num_train_examples, key=key, **options
     )
-    losses, aux = jax.vmap(member_elbo, in_axes=(0, y_axis, 0))(out, y, kl)
+    keys = None if key is None else jax.random.split(key, model.size)
+    losses, aux = jax.vmap(member_elbo, in_axes=(0, y_axis, 0, None if keys is None else 0))(out, y, kl, keys)
     return jnp.sum(losses), {**aux, "loss": losses}
 
 
