@@ -389,6 +389,27 @@ def test_elbo_equals_linen(layer_type, map):
         bnnx.elbo_loss(model, x, y[:, 0], num_train_examples=50, rng=key, noise_var=0.2)
 
 
+def test_clt_classifier_elbo_draws_its_logit_samples_from_rng_as_linen():
+    # CLT classification's default likelihood is Monte Carlo over the Gaussian logits: the
+    # NNX loss takes its key from rng=, exactly as linen's elbo_loss takes it from key=.
+    x, labels = _x((8, 3)), jnp.arange(8) % 3
+    model = bnnx.BayesianMLP(3, (6, 3), layer_type="clt", param_dtype=F64, rngs=nnx.Rngs(0))
+    linen = bl.BayesianMLP((6, 3), layer_type="clt", param_dtype=F64)
+    key = jax.random.key(4)
+    got = bnnx.elbo_loss(model, x, labels, num_train_examples=50, rng=key, likelihood="categorical")
+    ref = bl.elbo_loss(linen, bnnx.to_linen(model), x, labels, num_train_examples=50,
+                       likelihood="categorical", key=key)
+    _close(got, ref)
+    other = bnnx.elbo_loss(model, x, labels, num_train_examples=50, rng=jax.random.key(5),
+                           likelihood="categorical")
+    assert float(other[0]) != float(got[0])  # a new key, new logit samples
+    with pytest.raises(ValueError, match="PRNG key"):
+        bnnx.elbo_loss(model, x, labels, num_train_examples=50, likelihood="categorical")
+    ens = bnnx.Ensemble(lambda rngs: bnnx.BayesianMLP(3, (6, 3), layer_type="clt", param_dtype=F64, rngs=rngs),
+                        2, rngs=nnx.Rngs(0))
+    loss, aux = bnnx.elbo_loss(ens, x, labels, num_train_examples=50, rng=key, likelihood="categorical")
+    assert aux["loss"].shape == (2,) and bool(jnp.isfinite(loss))
+
 def test_ensemble_members_differ_and_match_linen_ensemble():
     x = _x((8, 3))
     size = 3
