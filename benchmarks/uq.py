@@ -218,7 +218,8 @@ def load_task(task: Task, seed: int = 0) -> dict[str, Any]:
       ``(S, n)`` int32 labels), ``x_eval`` / ``y_eval`` (validation, test and, for digits,
       OOD examples concatenated in that order; OOD labels are ``-1`` and never used),
       the sizes ``n_val``, ``n_test``, ``n_ood``, ``y_scale (S,)`` (the training targets' std,
-      1 for classification) and ``num_classes``.
+      1 for classification), ``num_classes`` and ``indices`` (per part ``'train'``, ``'val'``,
+      ``'test'``, one index array per split into the in-distribution data).
     """
     from sklearn import datasets
     from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
@@ -238,6 +239,7 @@ def load_task(task: Task, seed: int = 0) -> dict[str, Any]:
         x_all, y_all = x_all[y_all < 5], y_all[y_all < 5]
     splitter = ShuffleSplit if regression else StratifiedShuffleSplit
     parts: dict[str, list] = {k: [] for k in ("x_train", "y_train", "x_eval", "y_eval", "y_scale")}
+    indices: dict[str, list] = {"train": [], "val": [], "test": []}
     n_val = n_test = 0
     for s in range(task.num_splits):
         outer = splitter(n_splits=1, test_size=task.test_fraction, random_state=seed + s)
@@ -246,6 +248,8 @@ def load_task(task: Task, seed: int = 0) -> dict[str, Any]:
         fit_pos, val_pos = next(inner.split(x_all[train_idx], y_all[train_idx]))
         fit_idx, val_idx = train_idx[fit_pos], train_idx[val_pos]
         n_val, n_test = len(val_idx), len(test_idx)
+        for part, idx in (("train", fit_idx), ("val", val_idx), ("test", test_idx)):
+            indices[part].append(idx)
         evals = [x_all[val_idx], x_all[test_idx]] + ([x_ood] if x_ood is not None else [])
         x_fit, *x_evals = _standardize(x_all[fit_idx], *evals)
         if regression:
@@ -274,6 +278,7 @@ def load_task(task: Task, seed: int = 0) -> dict[str, Any]:
         "n_test": n_test,
         "n_ood": 0 if x_ood is None else len(x_ood),
         "num_classes": None if regression else int(y_all.max()) + 1,
+        "indices": indices,
     }
 
 
