@@ -24,6 +24,8 @@ from bayeslayers_jax.metrics import (
     categorical_nll,
     expected_calibration_error,
     interval_coverage,
+    mixture_categorical_nll,
+    mixture_regression_nll,
     mutual_information,
     predictive_entropy,
     regression_nll,
@@ -43,6 +45,16 @@ from bayeslayers_jax.objectives import (
     probit_log_softmax,
     probit_softmax,
 )
+from bayeslayers_jax.likelihoods import (
+    DEFAULT_LOGIT_SAMPLES,
+    bernoulli_nll_from_logits,
+    expected_bernoulli_nll_mc,
+    expected_categorical_nll_mc,
+    expected_heteroscedastic_gaussian_nll,
+    heteroscedastic_gaussian_nll,
+    split_heteroscedastic,
+)
+from bayeslayers_jax.noise import LearnedNoise, fit_noise_var, has_learned_noise, learned_noise_var
 from bayeslayers_jax.parallel import (
     batch_mesh,
     data_parallel_train_step,
@@ -50,7 +62,14 @@ from bayeslayers_jax.parallel import (
     shard_batch,
     train_step,
 )
-from bayeslayers_jax.predictive import ClassPredictive, Predictive, detect_mode, predictive, predictive_probs
+from bayeslayers_jax.predictive import (
+    ClassPredictive,
+    Predictive,
+    calibrated_noise_var,
+    detect_mode,
+    predictive,
+    predictive_probs,
+)
 
 __version__ = "0.1.0"
 
@@ -103,12 +122,27 @@ __all__ = [
     "probit_categorical_nll",
     "categorical_nll_from_logits",
     "neg_log_prior",
+    # likelihoods beyond the homoscedastic Gaussian, learned observation noise
+    "DEFAULT_LOGIT_SAMPLES",
+    "expected_categorical_nll_mc",
+    "bernoulli_nll_from_logits",
+    "expected_bernoulli_nll_mc",
+    "split_heteroscedastic",
+    "heteroscedastic_gaussian_nll",
+    "expected_heteroscedastic_gaussian_nll",
+    "LearnedNoise",
+    "has_learned_noise",
+    "learned_noise_var",
+    "fit_noise_var",
     "Predictive",
     "ClassPredictive",
     "predictive",
     "predictive_probs",
     "detect_mode",
+    "calibrated_noise_var",
     "regression_nll",
+    "mixture_regression_nll",
+    "mixture_categorical_nll",
     "rmse",
     "interval_coverage",
     "calibration_error",

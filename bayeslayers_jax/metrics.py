@@ -25,12 +25,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtri, xlogy
+from jax.scipy.special import logsumexp, ndtri, xlogy
 
 from bayeslayers_jax._checks import check_labels, check_same_shape, check_target_shape
 
 __all__ = [
     "regression_nll",
+    "mixture_regression_nll",
+    "mixture_categorical_nll",
     "rmse",
     "interval_coverage",
     "calibration_error",
@@ -107,6 +109,98 @@ def regression_nll(y, mean, var):
     dtype = _float_dtype(y, mean, var)
     y, mean, var = (jnp.asarray(a, dtype) for a in (y, mean, var))
     return jnp.mean(0.5 * jnp.log(2 * jnp.pi * var) + 0.5 * jnp.square(y - mean) / var)
+
+
+def mixture_regression_nll(y, means, var):
+    r"""Mean NLL of an equally weighted Gaussian mixture: a sampled or ensemble predictive.
+
+    .. math::
+        \mathrm{NLL} = -\frac1n\sum_i \log\Big(\frac1S\sum_{s=1}^S
+        \mathcal N\big(y_i \mid \mu_{s,i}, \sigma^2_{s,i}\big)\Big),
+
+    computed as a log-mean-exp over the components (stable for any spread). The components
+    are the Monte Carlo samples of a BBB/LR predictive (``Predictive.samples`` with the noise
+    variance: the exact predictive density of the sampled weights, not its Gaussian moment
+    match :func:`regression_nll`), the members of an ensemble (their means and total
+    variances), or the samples of a heteroscedastic model (each with its own
+    :math:`e^{s}`). One element of ``y`` is one scalar target (the mixture is per target, as
+    in :func:`regression_nll`).
+
+    Args:
+      y: targets.
+      means: component means, shape ``(S,) + y.shape``.
+      var: component variances ``> 0``: shape ``means.shape`` (one per component), or
+        ``y.shape`` or ``()`` (the same for every component, e.g. a noise variance); no
+        other shape is broadcast.
+
+    Returns:
+      A scalar, the average over all elements of ``y``, in nats.
+
+    References:
+      Lakshminarayanan, Pritzel & Blundell 2017, "Simple and Scalable Predictive Uncertainty
+      Estimation using Deep Ensembles"; Gal & Ghahramani 2016, "Dropout as a Bayesian
+      Approximation" (the log-mean-exp test log-likelihood of sampled predictions).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> y, means = jnp.array([0.0]), jnp.array([[-1.0], [1.0]])
+      >>> print(round(float(mixture_regression_nll(y, means, 1.0)), 4))  # both components at distance 1: 0.5 log(2 pi) + 1/2
+      1.4189
+      >>> print(round(float(regression_nll(y, jnp.array([0.0]), jnp.array([2.0]))), 4))  # the moment match differs
+      1.2655
+    """
+    means_shape, y_shape = tuple(jnp.shape(means)), tuple(jnp.shape(y))
+    if len(means_shape) < 1 or means_shape[1:] != y_shape:
+        raise ValueError(
+            f"means must have shape (S,) + y.shape = (S,) + {y_shape}, got means.shape={means_shape}"
+        )
+    var_shape = tuple(jnp.shape(var))
+    if var_shape not in (means_shape, y_shape, ()):
+        raise ValueError(
+            f"var must have shape {means_shape} (per component), {y_shape} or () (shared), got {var_shape}"
+        )
+    dtype = _float_dtype(y, means, var)
+    y, means, var = (jnp.asarray(a, dtype) for a in (y, means, var))
+    var = jnp.broadcast_to(var, means_shape)
+    log_pdf = -0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * jnp.square(y[None] - means) / var
+    return -jnp.mean(logsumexp(log_pdf, axis=0) - jnp.log(means_shape[0]))
+
+
+def mixture_categorical_nll(prob_samples, labels):
+    r"""Mean NLL of the equally weighted mixture of sampled class probabilities (log-mean-exp).
+
+    .. math::
+        \mathrm{NLL} = -\frac1n\sum_i \log\Big(\frac1S\sum_{s=1}^S p^{(s)}_{i, y_i}\Big),
+
+    evaluated as ``logsumexp(log p) - log S`` over the samples (weight samples, logit
+    samples of a CLT model, or ensemble members, e.g. ``ClassPredictive.prob_samples``).
+    Mathematically it is :func:`categorical_nll` of the averaged probabilities; the log-space
+    form keeps precision when the true class's probabilities are tiny in most samples.
+    Probabilities are floored at ``finfo.tiny`` as in :func:`categorical_nll`.
+
+    Args:
+      prob_samples: shape ``(S,) + labels.shape + (K,)``.
+      labels: integer labels in ``[0, K)``.
+
+    Returns:
+      A scalar, in nats.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> samples = jnp.array([[[0.9, 0.1]], [[0.5, 0.5]]])  # two samples, one example
+      >>> print(round(float(mixture_categorical_nll(samples, jnp.array([1]))), 4))  # -log((0.1 + 0.5) / 2)
+      1.204
+    """
+    shape = tuple(jnp.shape(prob_samples))
+    if len(shape) < 2:
+        raise ValueError(f"prob_samples must have shape (S,) + labels.shape + (K,), got {shape}")
+    labels, valid = _check_probs_labels(prob_samples[0], labels)
+    dtype = _float_dtype(prob_samples)
+    prob_samples = jnp.asarray(prob_samples, dtype)
+    p_true = jax.vmap(_label_probs, in_axes=(0, None))(prob_samples, labels)
+    log_p = jnp.log(jnp.maximum(p_true, jnp.finfo(dtype).tiny))
+    nll = -jnp.mean(logsumexp(log_p, axis=0) - jnp.log(shape[0]))
+    return jnp.where(valid, nll, jnp.nan)
 
 
 def rmse(y, mean):

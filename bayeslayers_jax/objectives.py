@@ -43,7 +43,20 @@ from flax import traverse_util
 
 from bayeslayers_jax._checks import check_concrete_real, check_labels, check_same_shape, check_target_shape
 from bayeslayers_jax.ensemble import is_ensemble
+from bayeslayers_jax.likelihoods import (
+    DEFAULT_LOGIT_SAMPLES,
+    _float,
+    _label_nll,
+    _per_example_sum,
+    bernoulli_nll_from_logits,
+    expected_bernoulli_nll_mc,
+    expected_categorical_nll_mc,
+    expected_heteroscedastic_gaussian_nll,
+    heteroscedastic_gaussian_nll,
+    split_heteroscedastic,
+)
 from bayeslayers_jax.layers import total_kl, without_kl
+from bayeslayers_jax.noise import has_learned_noise, learned_noise_var
 
 __all__ = [
     "neg_elbo",
@@ -61,21 +74,7 @@ __all__ = [
 ]
 
 _PROBIT_METHODS = ("pairwise", "scaled")
-_LIKELIHOODS = ("gaussian", "categorical")
-
-
-def _float(x, dtype=None):
-    x = jnp.asarray(x)
-    if dtype is None:
-        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.result_type(float)
-    return x.astype(dtype)
-
-
-def _per_example_sum(values):
-    """Sums over every axis but the first (the batch axis); a 0-d or 1-d input is per element."""
-    if values.ndim <= 1:
-        return values
-    return jnp.sum(values, axis=tuple(range(1, values.ndim)))
+_LIKELIHOODS = ("gaussian", "categorical", "heteroscedastic", "bernoulli")
 
 
 def _check_noise_var(noise_var):
@@ -391,22 +390,6 @@ def categorical_nll_from_logits(labels, logits):
     return _label_nll(labels, jax.nn.log_softmax(_float(logits), axis=-1))
 
 
-def _label_nll(labels, log_p):
-    """``-log_p[label]`` per example; labels outside ``[0, K)`` raise (concrete) or give NaN (traced)."""
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
-    if labels.shape != log_p.shape[:-1]:
-        raise ValueError(
-            f"labels must have shape {log_p.shape[:-1]} (the logits' shape without the class "
-            f"axis), got {labels.shape}"
-        )
-    labels, valid = check_labels(labels, log_p.shape[-1])
-    nll = -jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
-    nll = jnp.where(valid, nll, jnp.nan)
-    return _per_example_sum(nll)
-
-
 def neg_log_prior(params, prior):
     r"""Gaussian negative log prior density of the *mean* parameters (the MAP regularizer).
 
@@ -468,36 +451,89 @@ def _as_inputs(x):
     return x if isinstance(x, tuple) else (x,)
 
 
-def _output_nll(out, y, likelihood, noise_var, probit_method, clt_categorical):
-    """Per-example NLL of one model output: the closed form for ``(mean, var)``, else a sample's."""
+_CLT_CATEGORICAL = ("mc", "bound", "probit")
+#: ``jax.random.fold_in`` salt of the logit-sampling key, so it never equals the model's
+#: ``'sample'`` key.
+_LOGIT_KEY_SALT = 0x10617
+
+
+def _output_nll(out, y, key, noise_var, cfg):
+    """Per-example NLL of one model output: the expectation for ``(mean, var)``, else a sample's."""
+    likelihood = cfg["likelihood"]
     if isinstance(out, tuple):
         mean, var = out
         if likelihood == "gaussian":
             return expected_gaussian_nll(y, mean, var, noise_var)
-        if clt_categorical == "bound":
+        if likelihood == "heteroscedastic":
+            return expected_heteroscedastic_gaussian_nll(y, mean, var)
+        if likelihood == "bernoulli":
+            if var is None:
+                return bernoulli_nll_from_logits(y, mean)
+            return expected_bernoulli_nll_mc(y, mean, var, key=key, num_samples=cfg["num_logit_samples"])
+        if var is None:
+            return categorical_nll_from_logits(y, mean)
+        if cfg["clt_categorical"] == "mc":
+            return expected_categorical_nll_mc(y, mean, var, key=key, num_samples=cfg["num_logit_samples"])
+        if cfg["clt_categorical"] == "bound":
             return expected_categorical_nll_bound(y, mean, var)
-        return probit_categorical_nll(y, mean, var, probit_method)
+        return probit_categorical_nll(y, mean, var, cfg["probit_method"])
     if likelihood == "gaussian":
         return gaussian_nll(y, out, noise_var)
+    if likelihood == "heteroscedastic":
+        return heteroscedastic_gaussian_nll(y, out)
+    if likelihood == "bernoulli":
+        return bernoulli_nll_from_logits(y, out)
     return categorical_nll_from_logits(y, out)
+
+
+def _per_member_target_shape(ref_shape, likelihood):
+    """The target shape of one output of shape ``ref_shape`` under ``likelihood``."""
+    if likelihood in ("gaussian", "bernoulli"):
+        return tuple(ref_shape)
+    if likelihood == "heteroscedastic":
+        split_heteroscedastic(jnp.zeros(ref_shape[-1:]))  # the width must be even
+        return tuple(ref_shape[:-1]) + (ref_shape[-1] // 2,)
+    return tuple(ref_shape[:-1])
 
 
 def _target_member_axis(y, out, likelihood, size):
     """``None`` if an ensemble's targets are shared by the members, ``0`` if stacked per member."""
     ref = out[0] if isinstance(out, tuple) else out
-    per_member = tuple(ref.shape) if likelihood == "gaussian" else tuple(ref.shape[:-1])
+    per_member = _per_member_target_shape(tuple(ref.shape), likelihood)
     shared = per_member[1:]
     y_shape = tuple(jnp.shape(y))
     if y_shape == shared:
         return None
     if y_shape == per_member:
         return 0
-    name = "outputs" if likelihood == "gaussian" else "logits"
+    name = "logits" if likelihood == "categorical" else "outputs"
     raise ValueError(
         f"targets y of shape {y_shape} do not fit an Ensemble of {size} members with {name} of "
         f"shape {tuple(ref.shape)}: y must have shape {shared} (the same targets for every "
         f"member) or {per_member} (one set per member); nothing is broadcast"
     )
+
+
+def _resolve_noise(model, variables, likelihood, noise_var):
+    """The noise variance the likelihood uses: the given one or the model's learned one."""
+    learned = learned_noise_var(model, variables)
+    if likelihood != "gaussian":
+        if learned is not None:
+            raise ValueError(
+                f"a LearnedNoise model has a Gaussian observation noise, but likelihood={likelihood!r}"
+            )
+        if noise_var is not None:
+            raise ValueError(f"noise_var is only used by likelihood='gaussian', got likelihood={likelihood!r}")
+        return None
+    if learned is not None:
+        if noise_var is not None:
+            raise ValueError(
+                "the model learns its noise (LearnedNoise): pass noise_var=None, got "
+                f"noise_var={noise_var!r}"
+            )
+        return learned
+    _check_noise_var(noise_var)  # up front, before the forward pass
+    return noise_var
 
 
 def elbo_loss(
@@ -513,26 +549,45 @@ def elbo_loss(
     kl_weight=1.0,
     map=False,
     probit_method="pairwise",
-    clt_categorical="bound",
+    clt_categorical="mc",
+    num_logit_samples=DEFAULT_LOGIT_SAMPLES,
 ):
     r"""Negative ELBO per training example (:func:`neg_elbo`) of a model on a minibatch.
 
     Runs ``model.apply(variables, x, ...)`` once with ``mutable=['kl']``:
 
-    * a model returning a tuple ``(mean, var)`` (CLT types) gets the closed-form likelihood:
-      :func:`expected_gaussian_nll`, or for classification :func:`expected_categorical_nll_bound`
-      (default, a true bound) or :func:`probit_categorical_nll` (``clt_categorical='probit'``):
-      no sampling, no key;
+    * a model returning a tuple ``(mean, var)`` (CLT types) gets the expected NLL under its
+      Gaussian outputs: closed form for ``'gaussian'`` (:func:`expected_gaussian_nll`) and
+      ``'heteroscedastic'``
+      (:func:`~bayeslayers_jax.likelihoods.expected_heteroscedastic_gaussian_nll`); Monte Carlo
+      over the output logits for ``'categorical'``
+      (:func:`~bayeslayers_jax.likelihoods.expected_categorical_nll_mc`, the default
+      ``clt_categorical='mc'``) and ``'bernoulli'``
+      (:func:`~bayeslayers_jax.likelihoods.expected_bernoulli_nll_mc`), with
+      ``num_logit_samples`` draws from a key folded from ``key``. Those two raise a
+      ``ValueError`` without a ``key`` (never a silent fallback); ``clt_categorical='bound'``
+      (:func:`expected_categorical_nll_bound`, deterministic, a bound that loosens as the
+      logit variance grows) or ``'probit'`` (:func:`probit_categorical_nll`) need none;
     * a model returning one array (BBB, LR) is sampled once with ``rngs={'sample': key}``
-      (one weight sample per minibatch, as in Blundell et al. 2015) and gets
-      :func:`gaussian_nll` or :func:`categorical_nll_from_logits`;
+      (one weight sample per minibatch, as in Blundell et al. 2015) and gets the likelihood
+      of that sample: :func:`gaussian_nll`, :func:`categorical_nll_from_logits`,
+      :func:`~bayeslayers_jax.likelihoods.heteroscedastic_gaussian_nll` or
+      :func:`~bayeslayers_jax.likelihoods.bernoulli_nll_from_logits`;
     * ``map=True`` runs the means only and replaces the KL by :func:`neg_log_prior`
       (MAP training: the negative log posterior per example).
 
+    **Learned noise**: a :class:`~bayeslayers_jax.LearnedNoise` model (or an ensemble of
+    them) carries its Gaussian noise in ``params['noise_log_std']``; leave ``noise_var=None``
+    and the loss uses ``exp(2 * noise_log_std)``, so its gradient trains the noise with the
+    weights. Mind the double-counting trap when reporting intervals (:mod:`bayeslayers_jax.noise`).
+
     Any ``'kl'`` collection already in ``variables`` is dropped first, so stale KL values
-    never add up. Targets must have exactly the output's shape (``'gaussian'``; a
-    ``BayesianMLP`` with one output has outputs ``(B, 1)``, so ``(B,)`` targets raise: use
-    ``y[:, None]``) or the logits' shape without the class axis (``'categorical'``).
+    never add up. Targets must have exactly the output's shape (``'gaussian'``,
+    ``'bernoulli'``; a ``BayesianMLP`` with one output has outputs ``(B, 1)``, so ``(B,)``
+    targets raise: use ``y[:, None]``), the output's shape with half its last axis
+    (``'heteroscedastic'``: ``2 D`` outputs, ``D`` means then ``D`` log-variances, for ``D``
+    targets; an odd width raises), or the logits' shape without the class axis
+    (``'categorical'``).
 
     **Ensembles** (:class:`~bayeslayers_jax.Ensemble`): each member ``m`` gets its own
     per-example negative ELBO :math:`\mathcal{L}_m` (its own NLL and its own KL over ``N``),
@@ -540,29 +595,37 @@ def elbo_loss(
 
     .. math::
         \mathcal{L} = \sum_{m=1}^{M} \mathcal{L}_m, \qquad
-        rac{\partial\mathcal{L}}{\partial	heta_m} = rac{\partial\mathcal{L}_m}{\partial	heta_m},
+        \frac{\partial\mathcal{L}}{\partial\theta_m} = \frac{\partial\mathcal{L}_m}{\partial\theta_m},
 
     so every member's gradient is exactly what it would get trained alone (elementwise
     optimizers such as Adam then train the members independently; a global-norm clip would
     couple them). The targets ``y`` are shared (the member's target shape) or stacked per
-    member (a leading axis of length ``M``); any other shape raises.
+    member (a leading axis of length ``M``); any other shape raises. Monte Carlo logit
+    draws are independent between members.
 
     Args:
       model: a ``flax.linen`` module built from this package's layers (e.g. ``BayesianMLP``),
-        or an :class:`~bayeslayers_jax.Ensemble` of such (or of plain Flax) modules.
+        a :class:`~bayeslayers_jax.LearnedNoise` of one, or an
+        :class:`~bayeslayers_jax.Ensemble` of such (or of plain Flax) modules.
       variables: its variables (``'params'`` and ``'prior'``).
       x: inputs, shape ``(B, ...)``; a tuple is unpacked into several positional inputs
         (``(state, action)`` for a :class:`~bayeslayers_jax.BayesianCritic`).
-      y: targets: real values of the output's shape (``'gaussian'``) or integer labels in
-        ``[0, K)`` of shape ``(B,)`` (``'categorical'``).
+      y: targets: real values of the output's shape (``'gaussian'``), of half its width
+        (``'heteroscedastic'``), 0/1 values of the output's shape (``'bernoulli'``), or
+        integer labels in ``[0, K)`` of shape ``(B,)`` (``'categorical'``).
       num_train_examples: ``N``, the training-set size.
-      key: PRNG key of the ``'sample'`` stream (needed by sampling models unless ``map``).
-      likelihood: ``'gaussian'`` or ``'categorical'``.
-      noise_var: observation-noise variance ``> 0`` for ``'gaussian'``.
+      key: PRNG key: the ``'sample'`` stream of sampling models (unless ``map``), and the
+        logit draws of CLT ``'categorical'`` (with ``'mc'``) and ``'bernoulli'``.
+      likelihood: ``'gaussian'``, ``'categorical'``, ``'heteroscedastic'`` or ``'bernoulli'``.
+      noise_var: observation-noise variance ``> 0`` for ``'gaussian'``; ``None`` for a
+        :class:`~bayeslayers_jax.LearnedNoise` model (and for the other likelihoods).
       kl_weight: KL weight for annealing.
       map: train the MAP (means-only) model.
       probit_method: see :func:`probit_log_softmax` (with ``clt_categorical='probit'``).
-      clt_categorical: ``'bound'`` or ``'probit'``: the categorical likelihood of CLT outputs.
+      clt_categorical: ``'mc'`` (default), ``'bound'`` or ``'probit'``: the categorical
+        likelihood of CLT outputs.
+      num_logit_samples: logit draws of the Monte Carlo expectations (default
+        :data:`~bayeslayers_jax.likelihoods.DEFAULT_LOGIT_SAMPLES` = 32, justified there).
 
     Returns:
       ``(loss, aux)`` with ``aux = {'nll': mean NLL, 'kl': KL (or the negative log prior)}``;
@@ -571,12 +634,14 @@ def elbo_loss(
 
     Raises:
       ValueError: targets whose shape differs from the output's (no broadcasting), a
-        concrete ``noise_var`` that is not finite and > 0, concrete labels outside
-        ``[0, K)`` (traced ones give a NaN loss), an unknown ``likelihood``.
+        concrete ``noise_var`` that is not finite and > 0 (or given with a learned noise, or
+        with another likelihood), concrete labels outside ``[0, K)`` or binary targets other
+        than 0/1 (traced ones give a NaN loss), an unknown ``likelihood``, a Monte Carlo
+        likelihood without ``key``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from bayeslayers_jax import BayesianMLP, Ensemble, elbo_loss
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, LearnedNoise, elbo_loss
       >>> x, y = jnp.ones((8, 3)), jnp.zeros((8, 1))
       >>> model = BayesianMLP((16, 1), layer_type='clt')
       >>> v = model.init(jax.random.key(0), x)
@@ -588,30 +653,47 @@ def elbo_loss(
       >>> loss, aux = elbo_loss(ens, ve, x, y, num_train_examples=100, noise_var=0.1)
       >>> aux['nll'].shape, aux['kl'].shape, bool(jnp.isclose(loss, aux['loss'].sum()))
       ((3,), (3,), True)
+      >>> noisy = LearnedNoise(model)  # the noise is a parameter: no noise_var
+      >>> vn = noisy.init(jax.random.key(0), x)
+      >>> grads = jax.grad(lambda p: elbo_loss(noisy, {**vn, 'params': p}, x, y, num_train_examples=100)[0])(vn['params'])
+      >>> grads['noise_log_std'].shape
+      (1,)
+      >>> clf = BayesianMLP((16, 4), layer_type='clt')  # CLT classifier: Monte Carlo over the logits
+      >>> vc = clf.init(jax.random.key(0), x)
+      >>> loss, _ = elbo_loss(clf, vc, x, jnp.zeros(8, int), num_train_examples=100,
+      ...                     likelihood='categorical', key=jax.random.key(1))
+      >>> bool(jnp.isfinite(loss))
+      True
     """
     if likelihood not in _LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {_LIKELIHOODS}, got {likelihood!r}")
-    if clt_categorical not in ("bound", "probit"):
-        raise ValueError(f"clt_categorical must be 'bound' or 'probit', got {clt_categorical!r}")
-    if likelihood == "gaussian":
-        _check_noise_var(noise_var)  # up front, before the forward pass
+    if clt_categorical not in _CLT_CATEGORICAL:
+        raise ValueError(f"clt_categorical must be one of {_CLT_CATEGORICAL}, got {clt_categorical!r}")
+    if isinstance(num_logit_samples, bool) or not isinstance(num_logit_samples, int) or num_logit_samples < 1:
+        raise ValueError(f"num_logit_samples must be a positive int, got {num_logit_samples!r}")
+    noise = _resolve_noise(model, variables, likelihood, noise_var)
     variables = without_kl(variables)
     kwargs: dict[str, Any] = {"map": True} if map else {}
     if key is not None and not map:
         kwargs["rngs"] = {"sample": key}
     out, state = model.apply(variables, *_as_inputs(x), mutable=["kl"], **kwargs)
-    nll_of = lambda o, t: _output_nll(o, t, likelihood, noise_var, probit_method, clt_categorical)  # noqa: E731
+    logit_key = None if key is None else jax.random.fold_in(key, _LOGIT_KEY_SALT)
+    cfg = dict(likelihood=likelihood, probit_method=probit_method, clt_categorical=clt_categorical,
+               num_logit_samples=num_logit_samples)
+    nll_of = lambda o, t, k, s2: _output_nll(o, t, k, s2, cfg)  # noqa: E731
     if not is_ensemble(model):
         if map:
             kl = neg_log_prior(variables["params"], variables.get("prior", {}))
         else:
             kl = total_kl(state.get("kl", {}))
-        nll = nll_of(out, y)
+        nll = nll_of(out, y, logit_key, noise)
         loss = neg_elbo(nll, kl, num_train_examples, kl_weight)
         return loss, {"nll": jnp.mean(nll), "kl": kl.astype(loss.dtype)}
     size = model.size
     y_axis = _target_member_axis(y, out, likelihood, size)
-    nll = jax.vmap(nll_of, in_axes=(0, y_axis))(out, y)  # (M, B)
+    keys = None if logit_key is None else jax.random.split(logit_key, size)
+    noise_axis = 0 if has_learned_noise(model) else None
+    nll = jax.vmap(nll_of, in_axes=(0, y_axis, 0, noise_axis))(out, y, keys, noise)  # (M, B)
     if map:
         kl = jax.vmap(neg_log_prior)(variables["params"], variables.get("prior", {}))
     elif jax.tree_util.tree_leaves(state.get("kl", {})):
@@ -635,8 +717,8 @@ def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **
       variables: its variables (only the non-``'params'`` collections are used).
       num_train_examples: ``N``.
       has_aux: return ``(loss, aux)`` instead of the loss.
-      **elbo_kwargs: ``likelihood``, ``noise_var``, ``kl_weight``, ``map``, ``probit_method``
-        of :func:`elbo_loss`.
+      **elbo_kwargs: ``likelihood``, ``noise_var``, ``kl_weight``, ``map``, ``probit_method``,
+        ``clt_categorical``, ``num_logit_samples`` of :func:`elbo_loss`.
 
     Returns:
       ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)``).
@@ -654,7 +736,8 @@ def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **
       >>> loss.shape
       ()
     """
-    unknown = set(elbo_kwargs) - {"likelihood", "noise_var", "kl_weight", "map", "probit_method", "clt_categorical"}
+    unknown = set(elbo_kwargs) - {"likelihood", "noise_var", "kl_weight", "map", "probit_method",
+                                  "clt_categorical", "num_logit_samples"}
     if unknown:
         raise TypeError(f"unexpected keyword arguments for elbo_loss: {sorted(unknown)}")
     others = {name: col for name, col in variables.items() if name not in ("params", "kl")}

@@ -58,9 +58,11 @@ import jax.numpy as jnp
 from bayeslayers_jax._checks import check_concrete_real
 from bayeslayers_jax.ensemble import is_ensemble
 from bayeslayers_jax.layers import without_kl
+from bayeslayers_jax.likelihoods import split_heteroscedastic
+from bayeslayers_jax.noise import fit_noise_var, learned_noise_var
 from bayeslayers_jax.objectives import _as_inputs, probit_softmax
 
-__all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "detect_mode"]
+__all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "calibrated_noise_var", "detect_mode"]
 
 _MODES = ("sample", "clt", "map")
 
@@ -166,13 +168,84 @@ def _check_num_samples(num_samples):
         raise ValueError(f"num_samples must be an int >= 2, got {num_samples!r}")
 
 
-def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noise_var=0.0):
+_REGRESSION_LIKELIHOODS = ("gaussian", "heteroscedastic")
+_CLASS_LIKELIHOODS = ("categorical", "bernoulli")
+
+
+def _regression_moments(model, variables, x, key, num_samples, mode, heteroscedastic):
+    """``(mean, epistemic_var, aleatoric_var or None, samples)``, members mixed."""
+    ensemble = is_ensemble(model)
+    if mode == "sample":
+        _check_num_samples(num_samples)
+        samples = _sample_outputs(model, variables, x, key, num_samples)
+        if ensemble:
+            samples = _pool_members(samples)
+        heads, aleatoric = samples, None
+        if heteroscedastic:
+            heads, log_var = split_heteroscedastic(samples)
+            aleatoric = jnp.mean(jnp.exp(log_var), axis=0)
+        return jnp.mean(heads, axis=0), jnp.var(heads, axis=0), aleatoric, samples
+    if mode == "clt":
+        mean, var = _clt_outputs(model, variables, x)
+        aleatoric = None
+        if heteroscedastic:  # E[exp(s)] = exp(mu_s + v_s / 2) (log-normal mean)
+            (mean, mu_s), (var, v_s) = split_heteroscedastic(mean), split_heteroscedastic(var)
+            aleatoric = jnp.exp(mu_s + 0.5 * v_s)
+        if ensemble:
+            mean, var = _mixture(mean, var)
+            aleatoric = None if aleatoric is None else jnp.mean(aleatoric, axis=0)
+        return mean, var, aleatoric, None
+    out = _map_outputs(model, variables, x)
+    aleatoric = None
+    if heteroscedastic:
+        out, log_var = split_heteroscedastic(out)
+        aleatoric = jnp.exp(log_var)
+    if not ensemble:
+        return out, jnp.zeros_like(out), aleatoric, None
+    mean, var = _mixture(out, jnp.zeros_like(out))
+    return mean, var, None if aleatoric is None else jnp.mean(aleatoric, axis=0), out
+
+
+def _noise_of(model, variables, noise_var, heteroscedastic):
+    """The observation-noise variance to add: the given one, else the learned one, else 0."""
+    if noise_var is not None:
+        if heteroscedastic:
+            raise ValueError(
+                "a heteroscedastic model predicts its own noise: pass noise_var=None, got "
+                f"noise_var={noise_var!r}"
+            )
+        _check_noise_var(noise_var)
+        return noise_var
+    learned = learned_noise_var(model, variables)
+    if learned is None:
+        return 0.0
+    return jnp.mean(learned, axis=0) if is_ensemble(model) else learned  # the mixture's mean noise
+
+
+def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noise_var=None,
+               likelihood="gaussian"):
     r"""Predictive mean, epistemic variance and total variance of a regression model.
 
     .. math::
         \mathbb{E}[y] = \mathbb{E}_q[f(x)], \qquad
         \mathrm{Var}[y] = \underbrace{\mathrm{Var}_q[f(x)]}_{\text{epistemic}}
         + \underbrace{s^2}_{\text{noise}}
+
+    **Noise.** ``noise_var=None`` (default) adds the model's learned noise
+    (:class:`~bayeslayers_jax.LearnedNoise`, the members' average for an ensemble) or 0 for a
+    model without one; an explicit ``noise_var`` replaces it, e.g. the noise refitted on
+    validation data by :func:`calibrated_noise_var`, which is how to report calibrated
+    intervals of a model trained with a learned noise (the learned one counts the
+    epistemic variance twice, see :mod:`bayeslayers_jax.noise`).
+
+    **Heteroscedastic models** (``likelihood='heteroscedastic'``: ``2 D`` outputs, means then
+    log-variances :math:`s`, see :func:`~bayeslayers_jax.split_heteroscedastic`): the mean and
+    epistemic variance are those of the mean head, and the total variance adds the expected
+    noise variance :math:`\mathbb E_q[e^{s}]`: the sample average of :math:`e^{s}`
+    (``'sample'``), :math:`e^{\mu_s + v_s/2}` (``'clt'``, exact for the Gaussian head), or
+    :math:`e^{s}` (``'map'``); ``samples`` then holds the raw ``2 D``-wide outputs, split them
+    with :func:`~bayeslayers_jax.split_heteroscedastic` (e.g. for
+    :func:`~bayeslayers_jax.mixture_regression_nll`).
 
     Args:
       model: a ``flax.linen`` module built from this package's layers.
@@ -183,7 +256,8 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
       num_samples: Monte Carlo samples in ``'sample'`` mode (a static int ``>= 2``).
       mode: ``'sample'``, ``'clt'``, ``'map'`` or ``None`` to detect (see the module docstring).
       noise_var: observation-noise variance ``s^2`` added to the total variance (scalar or
-        broadcastable to the output).
+        broadcastable to the output), or ``None`` for the learned noise (or 0).
+      likelihood: ``'gaussian'`` or ``'heteroscedastic'``.
 
     Returns:
       A :class:`Predictive`. For an :class:`~bayeslayers_jax.Ensemble` (the mixture of its
@@ -192,12 +266,13 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
       ``'sample'`` mode, and holds the ``M`` member outputs in ``'map'`` mode.
 
     Raises:
-      ValueError: for an unknown ``mode``, a bad ``num_samples``, a sampling model
-        without ``key``, or a concrete ``noise_var`` that is negative or NaN.
+      ValueError: for an unknown ``mode`` or ``likelihood``, a bad ``num_samples``, a
+        sampling model without ``key``, a concrete ``noise_var`` that is negative or NaN (or
+        given to a heteroscedastic model), an odd heteroscedastic output width.
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> from bayeslayers_jax import BayesianMLP, Ensemble, predictive
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, LearnedNoise, predictive
       >>> x = jnp.linspace(-1, 1, 5)[:, None]
       >>> model = BayesianMLP((16, 1), layer_type='lr')
       >>> v = model.init(jax.random.key(0), x)
@@ -208,35 +283,67 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
       >>> pe = predictive(ens, ens.init(jax.random.key(0), x), x)
       >>> pe.mean.shape, pe.epistemic_var.shape
       ((5, 1), (5, 1))
+      >>> noisy = LearnedNoise(BayesianMLP((16, 1), layer_type='clt'), init_std=0.5)
+      >>> pn = predictive(noisy, noisy.init(jax.random.key(0), x), x)  # adds the learned 0.5 ** 2
+      >>> print(float(jnp.max(jnp.abs(pn.total_var - pn.epistemic_var - 0.25))) < 1e-6)
+      True
+      >>> het = BayesianMLP((16, 2), layer_type='clt')  # 1 target: mean and log-variance
+      >>> ph = predictive(het, het.init(jax.random.key(0), x), x, likelihood='heteroscedastic')
+      >>> ph.mean.shape, bool(jnp.all(ph.total_var > ph.epistemic_var))
+      ((5, 1), True)
     """
-    _check_noise_var(noise_var)
+    if likelihood not in _REGRESSION_LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {_REGRESSION_LIKELIHOODS}, got {likelihood!r}")
+    heteroscedastic = likelihood == "heteroscedastic"
+    noise = _noise_of(model, variables, noise_var, heteroscedastic)
     variables = without_kl(variables)
     mode = _resolve_mode(model, variables, x, mode, key)
-    ensemble = is_ensemble(model)
-    samples = None
-    if mode == "sample":
-        _check_num_samples(num_samples)
-        samples = _sample_outputs(model, variables, x, key, num_samples)
-        if ensemble:
-            samples = _pool_members(samples)
-        mean = jnp.mean(samples, axis=0)
-        epistemic = jnp.var(samples, axis=0)
-    elif mode == "clt":
-        mean, epistemic = _clt_outputs(model, variables, x)
-        if ensemble:
-            mean, epistemic = _mixture(mean, epistemic)
-    else:
-        mean = _map_outputs(model, variables, x)
-        epistemic = jnp.zeros_like(mean)
-        if ensemble:
-            samples = mean
-            mean, epistemic = _mixture(mean, epistemic)
-    noise = jnp.broadcast_to(jnp.asarray(noise_var, mean.dtype), mean.shape)
-    return Predictive(mean=mean, epistemic_var=epistemic, total_var=epistemic + noise, samples=samples)
+    mean, epistemic, aleatoric, samples = _regression_moments(
+        model, variables, x, key, num_samples, mode, heteroscedastic)
+    total = epistemic + jnp.broadcast_to(jnp.asarray(noise, mean.dtype), mean.shape)
+    if aleatoric is not None:
+        total = total + aleatoric
+    return Predictive(mean=mean, epistemic_var=epistemic, total_var=total, samples=samples)
+
+
+def calibrated_noise_var(model, variables, x_val, y_val, *, key=None, num_samples=100, mode=None):
+    r"""Observation-noise variance refitted on held-out data: the way to report calibrated intervals.
+
+    Runs :func:`predictive` on the validation inputs *without* noise (``noise_var=0``, the
+    epistemic part only) and returns :func:`~bayeslayers_jax.fit_noise_var` of the validation
+    targets: the noise variance that maximizes their likelihood under the full predictive
+    :math:`\mathcal N(\bar f(x), \mathrm{Var}_q[f(x)] + s^2)`. Pass it to
+    ``predictive(..., noise_var=...)`` on test data. This corrects the double counting of a
+    noise learned on the training set (see :mod:`bayeslayers_jax.noise`), and works for any
+    model (learned noise or not; a fixed ``noise_var`` used in training is replaced too).
+
+    Args:
+      model, variables, key, num_samples, mode: as in :func:`predictive`.
+      x_val: validation inputs (never the test set, never the training set).
+      y_val: validation targets, the output's shape.
+
+    Returns:
+      One noise variance per output, shape ``(D,)`` (see :func:`~bayeslayers_jax.fit_noise_var`).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP, predictive
+      >>> x = jnp.linspace(-1, 1, 50)[:, None]
+      >>> y = 0.3 * jax.random.normal(jax.random.key(2), (50, 1))
+      >>> model = BayesianMLP((1,), layer_type='clt')  # a (bad) linear model, untrained
+      >>> v = model.init(jax.random.key(0), x)
+      >>> s2 = calibrated_noise_var(model, v, x, y)
+      >>> p = predictive(model, v, x, noise_var=s2)
+      >>> s2.shape, p.total_var.shape
+      ((1,), (50, 1))
+    """
+    p = predictive(model, variables, x_val, key=key, num_samples=num_samples, mode=mode, noise_var=0.0)
+    return fit_noise_var(y_val, p.mean, p.epistemic_var)
 
 
 def predictive_probs(
-    model, variables, x, *, key=None, num_samples=100, mode=None, probit_method="pairwise"
+    model, variables, x, *, key=None, num_samples=100, mode=None, probit_method="pairwise",
+    likelihood="categorical",
 ):
     r"""Predictive class probabilities of a classifier (its outputs are logits).
 
@@ -248,10 +355,19 @@ def predictive_probs(
       vectors drawn from that Gaussian (cheap: no network pass), for mutual information.
     * ``'map'``: ``softmax`` of the MAP logits; no samples.
 
+    **Binary** (``likelihood='bernoulli'``): the outputs are independent Bernoulli logits
+    (``D`` of them), and the probabilities are returned as two classes on a new last axis,
+    ``probs[..., 0] = P(y = 0)``, ``probs[..., 1] = P(y = 1)`` (shape ``output + (2,)``), so
+    every categorical metric takes them with the 0/1 targets as labels (e.g.
+    ``categorical_nll(p.probs, y.astype(int))``). The sigmoid takes the softmax's place: for
+    CLT, MacKay's probit :math:`\sigma(m/\sqrt{1 + \pi v/8})` (the two-class case of
+    ``'pairwise'``, error below 0.016).
+
     Args:
       model, variables, x, key, num_samples, mode: as in :func:`predictive` (a key is optional
         in ``'clt'`` mode).
       probit_method: ``'pairwise'`` or ``'scaled'`` (see :func:`bayeslayers_jax.probit_log_softmax`).
+      likelihood: ``'categorical'`` (softmax over the last axis) or ``'bernoulli'``.
 
     Returns:
       A :class:`ClassPredictive`. For an :class:`~bayeslayers_jax.Ensemble`, ``probs`` is the
@@ -272,19 +388,30 @@ def predictive_probs(
       >>> pe = predictive_probs(ens, ens.init(jax.random.key(0), x), x, mode='map')
       >>> pe.probs.shape, pe.prob_samples.shape
       ((4, 3), (5, 4, 3))
+      >>> binary = BayesianMLP((8, 1), layer_type='lr')
+      >>> pb = predictive_probs(binary, binary.init(jax.random.key(0), x), x, key=jax.random.key(1),
+      ...                       num_samples=16, likelihood='bernoulli')
+      >>> pb.probs.shape, pb.prob_samples.shape  # P(y=0), P(y=1) on the last axis
+      ((4, 1, 2), (16, 4, 1, 2))
     """
+    if likelihood not in _CLASS_LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {_CLASS_LIKELIHOODS}, got {likelihood!r}")
+    binary = likelihood == "bernoulli"
+    # A Bernoulli logit z is the two-class softmax of the logits (0, z).
+    as_classes = (lambda z: jnp.stack([jnp.zeros_like(z), z], axis=-1)) if binary else (lambda z: z)  # noqa: E731
     variables = without_kl(variables)
     mode = _resolve_mode(model, variables, x, mode, key)
     ensemble = is_ensemble(model)
     if mode == "sample":
         _check_num_samples(num_samples)
-        logits = _sample_outputs(model, variables, x, key, num_samples)
+        logits = as_classes(_sample_outputs(model, variables, x, key, num_samples))
         prob_samples = jax.nn.softmax(logits, axis=-1)
         if ensemble:
             prob_samples = _pool_members(prob_samples)
         return ClassPredictive(probs=jnp.mean(prob_samples, axis=0), prob_samples=prob_samples)
     if mode == "clt":
         mean, var = _clt_outputs(model, variables, x)
+        mean, var = as_classes(mean), as_classes(var)
         probs = probit_softmax(mean, var, probit_method)
         if ensemble:
             probs = jnp.mean(probs, axis=0)
@@ -297,7 +424,7 @@ def predictive_probs(
             if ensemble:
                 prob_samples = _pool_members(prob_samples)
         return ClassPredictive(probs=probs, prob_samples=prob_samples)
-    logits = _map_outputs(model, variables, x)
+    logits = as_classes(_map_outputs(model, variables, x))
     probs = jax.nn.softmax(logits, axis=-1)
     if ensemble:
         return ClassPredictive(probs=jnp.mean(probs, axis=0), prob_samples=probs)

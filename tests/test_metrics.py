@@ -20,6 +20,8 @@ from bayeslayers_jax.metrics import (
     categorical_nll,
     expected_calibration_error,
     interval_coverage,
+    mixture_categorical_nll,
+    mixture_regression_nll,
     mutual_information,
     predictive_entropy,
     regression_nll,
@@ -175,3 +177,64 @@ def test_regression_metrics_never_broadcast():
             fn(*args)
     with pytest.raises(ValueError, match=r"`mean` \(2,\), `var` \(2, 1\)"):
         regression_nll(f64([1.0, 2.0]), f64([1.0, 2.0]), var)
+
+
+# --- mixture NLL of sampled and ensemble predictives ------------------------------------
+
+def _mixture_nll_mp(y, means, var):
+    """-mean_i log(1/S sum_s N(y_i | means[s, i], var[s, i])) in mpmath (30 digits)."""
+    import mpmath as mp
+
+    mp.mp.dps = 30
+    total = mp.mpf(0)
+    S, n = means.shape[0], y.size
+    for i in range(n):
+        dens = mp.fsum(mp.npdf(mp.mpf(float(y.flat[i])), mp.mpf(float(means[s].flat[i])),
+                               mp.sqrt(mp.mpf(float(var[s].flat[i])))) for s in range(S))
+        total += -mp.log(dens / S)
+    return float(total / n)
+
+
+def test_mixture_regression_nll_by_hand():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(4, 2))
+    means = rng.normal(size=(5, 4, 2)) * 3
+    var = rng.uniform(0.01, 2.0, (5, 4, 2))
+    np.testing.assert_allclose(
+        mixture_regression_nll(jnp.asarray(y), jnp.asarray(means), jnp.asarray(var)),
+        _mixture_nll_mp(y, means, var), rtol=1e-12)
+    # a shared noise variance (scalar or y's shape), and one far-away component (log-sum-exp stability)
+    np.testing.assert_allclose(
+        mixture_regression_nll(jnp.asarray(y), jnp.asarray(means), 0.3),
+        _mixture_nll_mp(y, means, np.full(means.shape, 0.3)), rtol=1e-12)
+    far = means.copy()
+    far[:] = 40.0
+    far[0] = y
+    np.testing.assert_allclose(
+        mixture_regression_nll(jnp.asarray(y), jnp.asarray(far), jnp.asarray(var[0])),
+        _mixture_nll_mp(y, far, np.broadcast_to(var[0], far.shape)), rtol=1e-12)
+    # S = 1 is regression_nll
+    np.testing.assert_allclose(mixture_regression_nll(jnp.asarray(y), jnp.asarray(means[:1]), jnp.asarray(var[:1])),
+                               regression_nll(jnp.asarray(y), jnp.asarray(means[0]), jnp.asarray(var[0])), rtol=1e-12)
+
+
+def test_mixture_regression_nll_shapes_and_nan():
+    with pytest.raises(ValueError, match=r"means must have shape \(S,\) \+ y.shape"):
+        mixture_regression_nll(jnp.zeros((4, 1)), jnp.zeros((3, 4)), 1.0)
+    with pytest.raises(ValueError, match="var must have shape"):
+        mixture_regression_nll(jnp.zeros((4, 1)), jnp.zeros((3, 4, 1)), jnp.ones((4,)))
+    means = jnp.zeros((3, 2)).at[1, 0].set(jnp.nan)
+    assert np.isnan(mixture_regression_nll(jnp.zeros(2), means, 1.0))
+
+
+def test_mixture_categorical_nll_by_hand():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(6, 5, 3)) * 4
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    labels = np.array([0, 2, 1, 1, 0])
+    expected = -np.mean(np.log(probs[:, np.arange(5), labels].mean(axis=0)))
+    np.testing.assert_allclose(mixture_categorical_nll(jnp.asarray(probs), jnp.asarray(labels)), expected, rtol=1e-12)
+    np.testing.assert_allclose(categorical_nll(jnp.asarray(probs.mean(0)), jnp.asarray(labels)), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="labels"):
+        mixture_categorical_nll(jnp.asarray(probs), jnp.asarray(labels) + 5)
+    assert np.isnan(jax.jit(mixture_categorical_nll)(jnp.asarray(probs), jnp.asarray(labels) + 5))
