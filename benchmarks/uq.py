@@ -69,23 +69,28 @@ import optax
 from bayeslayers_jax import (
     BayesianMLP,
     Ensemble,
+    LearnedNoise,
     accuracy,
     auroc,
     categorical_nll,
     categorical_nll_from_logits,
     elbo_loss,
     expected_calibration_error,
+    fit_noise_var,
     gaussian_nll,
     interval_coverage,
+    learned_noise_var,
+    mixture_categorical_nll,
+    mixture_regression_nll,
     mutual_information,
     neg_elbo,
-    neg_log_prior,
     predictive,
     predictive_entropy,
     predictive_probs,
     regression_nll,
     rmse,
 )
+from bayeslayers_jax.noise import NOISE_PARAM
 from benchmarks.timing import compile_jitted
 from benchmarks.uq_baselines import DropoutMLP, l2_penalty, mc_dropout_outputs
 
@@ -102,9 +107,11 @@ __all__ = [
 ]
 
 #: Methods, in table order.
-METHODS = ("map", "bbb", "lr", "clt", "ens", "dropout")
-LABELS = {"map": "MAP", "bbb": "BBB", "lr": "LR", "clt": "CLT", "ens": "Ensemble (5 MAP)",
-          "dropout": "MC dropout"}
+METHODS = ("map", "bbb", "lr", "clt", "clt_bound", "ens", "dropout")
+LABELS = {"map": "MAP", "bbb": "BBB", "lr": "LR", "clt": "CLT", "clt_bound": "CLT, bound loss",
+          "ens": "Ensemble (5 MAP)", "dropout": "MC dropout"}
+#: Methods that only differ from another one for classification (skipped for regression).
+CLASSIFICATION_ONLY = ("clt_bound",)
 #: Members of the deep ensemble.
 ENSEMBLE_SIZE = 5
 #: Dropout probability of the MC dropout baseline (fixed, not tuned).
@@ -290,10 +297,11 @@ def load_task(task: Task, seed: int = 0) -> dict[str, Any]:
 class Method:
     """What the training and evaluation loops need of a method (one split, unbatched).
 
-    ``init(key, x) -> params`` (the trainable tree); ``loss(params, x, y, key) -> scalar``;
-    ``predict(params, x, key)``: for regression ``(means, variances)`` of the equal mixture's
-    components, shape ``(C, B, 1)`` each, in standardized units; for classification
-    ``(probs (B, K), prob_samples (S, B, K) or None)``.
+    ``init(key, x) -> params`` (the trainable tree, learned noise included);
+    ``loss(params, x, y, key) -> scalar``; ``predict(params, x, key)``: for regression the
+    equal mixture's components ``(means, epistemic_vars, noise_vars)``, each ``(C, B, 1)`` in
+    standardized units (``N(means[c], epistemic_vars[c] + noise_vars[c])``); for
+    classification ``(probs (B, K), prob_samples (S, B, K) or None)``.
     """
 
     init: Callable
@@ -301,65 +309,52 @@ class Method:
     predict: Callable
 
 
-def _noise_var(log_noise_std: jax.Array) -> jax.Array:
-    return jnp.exp(2.0 * log_noise_std)
+def _member_noise(noise: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """A learned noise variance, ``(D,)`` or ``(M, D)`` (one per member), as ``shape = (C, B, D)``."""
+    if noise.ndim == 2:  # one per member: the members are the components
+        noise = noise[:, None, :]
+    return jnp.broadcast_to(noise, shape)
 
 
 def _package_method(name: str, task: Task, num_outputs: int, num_train: int,
                     num_samples: int, x_example: np.ndarray) -> Method:
-    """MAP, BBB, LR, CLT or the deep ensemble, built from the package's modules."""
+    """MAP, BBB, LR, CLT (either classification loss) or the deep ensemble, from the package."""
     regression = task.kind == "regression"
-    layer_type = {"map": "lr", "ens": "lr"}.get(name, name)
+    layer_type = {"map": "lr", "ens": "lr", "clt_bound": "clt"}.get(name, name)
     net = BayesianMLP(task.hidden + (num_outputs,), layer_type=layer_type)
-    model = Ensemble(net, ENSEMBLE_SIZE) if name == "ens" else net
+    member = LearnedNoise(net) if regression else net  # one noise per member of an ensemble
+    model = Ensemble(member, ENSEMBLE_SIZE) if name == "ens" else member
     is_map = name in ("map", "ens")
+    mode = "map" if is_map else ("clt" if layer_type == "clt" else "sample")
+    loss_kwargs: dict[str, Any] = {"map": is_map}
+    if regression:
+        loss_kwargs["likelihood"] = "gaussian"  # with the learned noise
+    else:
+        loss_kwargs["likelihood"] = "categorical"
+        if layer_type == "clt":
+            loss_kwargs["clt_categorical"] = "bound" if name == "clt_bound" else "mc"
     # The prior collection is a constant of the method (scalar priors, one per member).
     prior = model.init(jax.random.key(0), x_example, map=True)["prior"]
-    noise_shape = (ENSEMBLE_SIZE, 1, 1) if name == "ens" else ()
 
     def init(key, x):
-        params = {"net": model.init(key, x, map=True)["params"]}
-        if regression:
-            params["log_noise_std"] = jnp.zeros(noise_shape, jnp.float32)
-        return params
-
-    def variables(params):
-        return {"params": params["net"], "prior": prior}
+        return model.init(key, x, map=True)["params"]
 
     def loss(params, x, y, key):
-        if not regression:
-            value, _ = elbo_loss(model, variables(params), x, y, num_train_examples=num_train,
-                                 key=key, likelihood="categorical", map=is_map)
-            return value
-        noise_var = _noise_var(params["log_noise_std"])
-        if name != "ens":
-            value, _ = elbo_loss(model, variables(params), x, y, num_train_examples=num_train,
-                                 key=key, noise_var=noise_var, map=is_map)
-            return value
-        # One learned noise per member: the members' MAP losses summed, as elbo_loss does.
-        out = model.apply(variables(params), x, map=True)  # (M, B, 1)
-        nll = jax.vmap(gaussian_nll, in_axes=(None, 0, 0))(y, out, noise_var)
-        reg = jax.vmap(neg_log_prior)(params["net"], prior)
-        return jnp.sum(jax.vmap(neg_elbo, in_axes=(0, 0, None))(nll, reg, num_train))
+        value, _ = elbo_loss(model, {"params": params, "prior": prior}, x, y,
+                             num_train_examples=num_train, key=key, **loss_kwargs)
+        return value
 
     def predict(params, x, key):
-        v = variables(params)
+        v = {"params": params, "prior": prior}
         if not regression:
-            mode = "map" if is_map else ("clt" if name == "clt" else "sample")
             p = predictive_probs(model, v, x, key=key, num_samples=num_samples, mode=mode)
             return p.probs, p.prob_samples
-        noise_var = _noise_var(params["log_noise_std"])
-        if name == "clt":
-            p = predictive(model, v, x, mode="clt")
-            return p.mean[None], (p.epistemic_var + noise_var)[None]
-        if name == "map":
-            p = predictive(model, v, x, mode="map")
-            return p.mean[None], jnp.broadcast_to(noise_var, p.mean.shape)[None]
-        if name == "ens":
-            p = predictive(model, v, x, mode="map")
-            return p.samples, jnp.broadcast_to(noise_var, p.samples.shape)
-        p = predictive(model, v, x, key=key, num_samples=num_samples, mode="sample")
-        return p.samples, jnp.broadcast_to(noise_var, p.samples.shape)
+        p = predictive(model, v, x, key=key, num_samples=num_samples, mode=mode, noise_var=0.0)
+        if mode == "clt" or p.samples is None:  # CLT, or one MAP network: one component
+            means, epistemic = p.mean[None], p.epistemic_var[None]
+        else:  # weight samples (BBB, LR) or the members (ensemble)
+            means, epistemic = p.samples, jnp.zeros_like(p.samples)
+        return means, epistemic, _member_noise(learned_noise_var(model, v), means.shape)
 
     return Method(init, loss, predict)
 
@@ -368,25 +363,26 @@ def _dropout_method(task: Task, num_outputs: int, num_train: int, num_samples: i
     """MC dropout (:mod:`benchmarks.uq_baselines`), with the MAP networks' L2 prior."""
     regression = task.kind == "regression"
     net = DropoutMLP(task.hidden + (num_outputs,), rate=DROPOUT_RATE)
+    model = LearnedNoise(net) if regression else net
 
     def init(key, x):
-        params = {"net": net.init(key, x, deterministic=True)["params"]}
-        if regression:
-            params["log_noise_std"] = jnp.zeros((), jnp.float32)
-        return params
+        return model.init(key, x, deterministic=True)["params"]
 
     def loss(params, x, y, key):
-        out = net.apply({"params": params["net"]}, x, deterministic=False, rngs={"dropout": key})
+        out = model.apply({"params": params}, x, deterministic=False, rngs={"dropout": key})
         if regression:
-            nll = gaussian_nll(y, out, _noise_var(params["log_noise_std"]))
+            nll = gaussian_nll(y, out, learned_noise_var(model, {"params": params}))
+            weights = {k: v for k, v in params.items() if k != NOISE_PARAM}
         else:
             nll = categorical_nll_from_logits(y, out)
-        return neg_elbo(nll, l2_penalty(params["net"]), num_train)
+            weights = params
+        return neg_elbo(nll, l2_penalty(weights), num_train)
 
     def predict(params, x, key):
-        out = mc_dropout_outputs(net, {"params": params["net"]}, x, key, num_samples)
+        out = mc_dropout_outputs(model, {"params": params}, x, key, num_samples)
         if regression:
-            return out, jnp.broadcast_to(_noise_var(params["log_noise_std"]), out.shape)
+            noise = learned_noise_var(model, {"params": params})
+            return out, jnp.zeros_like(out), _member_noise(noise, out.shape)
         samples = jax.nn.softmax(out, axis=-1)
         return jnp.mean(samples, axis=0), samples
 
@@ -441,29 +437,32 @@ def make_train(method: Method, num_train: int, batch_size: int, optimizer) -> Ca
     return jax.jit(jax.vmap(train_one, in_axes=(0, 0, 0, None)))
 
 
-def _gaussian_mixture_nll(y, means, variances):
-    """Mean NLL of ``y`` under the equal mixture of ``N(means[c], variances[c])`` (axis 0)."""
-    log_p = -0.5 * (jnp.log(2 * jnp.pi * variances) + jnp.square(y[None] - means) / variances)
-    num = means.shape[0]
-    return -jnp.mean(jax.nn.logsumexp(log_p, axis=0) - jnp.log(num))
-
-
 def _regression_metrics(pred, y, y_scale, n_val, n_test):
-    means, variances = pred
+    """Test metrics (original units) with the learned noise and with the noise refitted on validation."""
+    means, epistemic_c, noise_c = pred
+    # Moments of the equal mixture (law of total variance).
+    mean = jnp.mean(means, axis=0)
+    epistemic = jnp.mean(epistemic_c, axis=0) + jnp.var(means, axis=0)
+    noise = jnp.mean(noise_c, axis=0)
+    val, test = slice(0, n_val), slice(n_val, n_val + n_test)
     log_scale = jnp.log(y_scale)
-    out = {}
-    for part, sl in (("val", slice(0, n_val)), ("test", slice(n_val, n_val + n_test))):
-        m, v, t = means[:, sl], variances[:, sl], y[sl]
-        mean = jnp.mean(m, axis=0)
-        var = jnp.mean(v, axis=0) + jnp.var(m, axis=0)  # moment-matched mixture
-        if part == "val":
-            out["val_nll"] = regression_nll(t, mean, var) + log_scale
-            continue
-        out["nll"] = regression_nll(t, mean, var) + log_scale
-        out["mixture_nll"] = _gaussian_mixture_nll(t, m, v) + log_scale
-        out["rmse"] = rmse(t, mean) * y_scale
-        out["coverage"] = interval_coverage(t, mean, var, level=0.95)
-    return out
+    # The noise refitted on the validation part: calibrated intervals (bayeslayers_jax.noise).
+    val_noise = fit_noise_var(y[val], mean[val], epistemic[val])  # (D,)
+    cal_var = epistemic + jnp.broadcast_to(val_noise, epistemic.shape)
+    t, m = y[test], mean[test]
+    return {
+        "val_nll": regression_nll(y[val], mean[val], epistemic[val] + noise[val]) + log_scale,
+        "nll": regression_nll(t, m, epistemic[test] + noise[test]) + log_scale,
+        "mixture_nll": mixture_regression_nll(t, means[:, test], epistemic_c[:, test] + noise_c[:, test])
+        + log_scale,
+        "rmse": rmse(t, m) * y_scale,
+        "coverage": interval_coverage(t, m, epistemic[test] + noise[test], level=0.95),
+        "noise_std": jnp.sqrt(jnp.mean(noise)) * y_scale,
+        "nll_cal": regression_nll(t, m, cal_var[test]) + log_scale,
+        "coverage_cal": interval_coverage(t, m, cal_var[test], level=0.95),
+        "noise_std_cal": jnp.sqrt(jnp.mean(val_noise)) * y_scale,
+        "epistemic_std": jnp.sqrt(jnp.mean(epistemic[test])) * y_scale,
+    }
 
 
 def _classification_metrics(pred, y, n_val, n_test, n_ood):
@@ -475,6 +474,10 @@ def _classification_metrics(pred, y, n_val, n_test, n_ood):
         "accuracy": accuracy(probs[test], y[test]),
         "ece": expected_calibration_error(probs[test], y[test]),
     }
+    if samples is not None:  # the Monte Carlo predictive (for CLT: its logit samples)
+        mc_probs = jnp.mean(samples[:, test], axis=0)
+        out["nll_mc"] = mixture_categorical_nll(samples[:, test], y[test])
+        out["ece_mc"] = expected_calibration_error(mc_probs, y[test])
     if n_ood:
         scored = slice(n_val, n_val + n_test + n_ood)
         is_ood = jnp.arange(n_test + n_ood) >= n_test
@@ -611,6 +614,8 @@ def run_benchmark(cfg: UQConfig, *, stream: Any = sys.stderr) -> dict[str, Any]:
             "train": int(data["x_train"].shape[1]), "val": data["n_val"], "test": data["n_test"],
             "ood": data["n_ood"]}, "methods": {}}
         for name in cfg.methods:
+            if task.kind == "regression" and name in CLASSIFICATION_ONLY:
+                continue
             record = _run_method(name, task, data, cfg, log)
             selected = select_budget(record, task.grid)
             record["selected"] = summarize(record, selected)
@@ -671,8 +676,10 @@ def _pm(stat: dict[str, float] | None, digits: int = 3) -> str:
 
 
 _COLUMNS = {
-    "regression": [("NLL", "nll", 3), ("mixture NLL", "mixture_nll", 3), ("RMSE", "rmse", 2),
-                   ("95% coverage", "coverage", 3)],
+    "regression": [("NLL", "nll", 3), ("mixture NLL", "mixture_nll", 3), ("RMSE", "rmse", 1),
+                   ("95% coverage", "coverage", 3), ("noise std", "noise_std", 1),
+                   ("NLL, val noise", "nll_cal", 3), ("coverage, val noise", "coverage_cal", 3),
+                   ("val noise std", "noise_std_cal", 1)],
     "classification": [("NLL", "nll", 3), ("accuracy", "accuracy", 3), ("ECE", "ece", 3)],
     "ood": [("AUROC entropy", "auroc_entropy", 3), ("AUROC MI", "auroc_mi", 3)],
 }

@@ -455,19 +455,42 @@ def test_uq_select_budget_uses_validation_mean_and_never_nan():
     assert select_budget(record, (10, 20, 40)) == 10
 
 
-def test_uq_mixture_nll_matches_hand_computation():
-    """Two equally weighted components N(0, 1) and N(2, 4) at y = 1:
-    -log(0.5 * phi(1) + 0.5 * phi(1 / 2) / 2), phi the standard normal density."""
+def test_uq_regression_metrics_by_hand():
+    """Two equally weighted components, means 0 and 2 (mixture mean 1, spread variance 1),
+    each with epistemic variance 0.5 and learned noise 0.25: total variance 1.75. Validation
+    residuals +-2, +-3 (mean square 6.5) refit the noise to 6.5 - 1.5 = 5.0. Test targets 1
+    and 3 (residuals 0, 2); target std 10, so NLLs gain log 10 and RMSE and stds scale by 10."""
     import jax.numpy as jnp
 
-    from benchmarks.uq import _gaussian_mixture_nll
+    from benchmarks.uq import _regression_metrics
 
-    phi = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # noqa: E731
-    expected = -math.log(0.5 * phi(1.0) + 0.5 * phi(0.5) / 2.0)
-    means = jnp.array([[[0.0]], [[2.0]]])
-    variances = jnp.array([[[1.0]], [[4.0]]])
-    got = float(_gaussian_mixture_nll(jnp.array([[1.0]]), means, variances))
-    assert got == pytest.approx(expected, rel=1e-12)
+    def gauss_nll(r, var):
+        return 0.5 * math.log(2 * math.pi * var) + r * r / (2 * var)
+
+    def pdf(x, mu, var):
+        return math.exp(-(x - mu) ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
+
+    y = jnp.array([3.0, -1.0, 4.0, -2.0, 1.0, 3.0])[:, None]
+    means = jnp.stack([jnp.zeros((6, 1)), jnp.full((6, 1), 2.0)])
+    got = _regression_metrics((means, jnp.full((2, 6, 1), 0.5), jnp.full((2, 6, 1), 0.25)),
+                              y, jnp.asarray(10.0), 4, 2)
+    log10 = math.log(10.0)
+    expected = {
+        "val_nll": (2 * gauss_nll(2.0, 1.75) + 2 * gauss_nll(3.0, 1.75)) / 4 + log10,
+        "nll": (gauss_nll(0.0, 1.75) + gauss_nll(2.0, 1.75)) / 2 + log10,
+        "mixture_nll": -sum(math.log(0.5 * pdf(t, 0.0, 0.75) + 0.5 * pdf(t, 2.0, 0.75))
+                            for t in (1.0, 3.0)) / 2 + log10,
+        "rmse": math.sqrt(2.0) * 10.0,
+        "coverage": 1.0,  # |r| <= 1.96 sqrt(1.75) = 2.59
+        "noise_std": 5.0,
+        "nll_cal": (gauss_nll(0.0, 6.5) + gauss_nll(2.0, 6.5)) / 2 + log10,
+        "coverage_cal": 1.0,
+        "noise_std_cal": math.sqrt(5.0) * 10.0,
+        "epistemic_std": math.sqrt(1.5) * 10.0,
+    }
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        assert float(got[key]) == pytest.approx(value, rel=1e-9), key
 
 
 def test_uq_clt_target_rule():
@@ -525,7 +548,7 @@ def test_uq_quick_run(uq_quick_run):
     accuracy above 0.8 (chance 0.2; every method is above 0.95 at 6 epochs), OOD AUROC above
     0.6 (chance 0.5), diabetes RMSE below 70 (predicting the training mean gives the target's
     std, about 77) and a 95% coverage in [0, 1]."""
-    from benchmarks.uq import METHODS
+    from benchmarks.uq import CLASSIFICATION_ONLY, METHODS
 
     proc, out, before, after = uq_quick_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -538,7 +561,8 @@ def test_uq_quick_run(uq_quick_run):
         results = json.load(fh)
     assert list(results["tasks"]) == ["diabetes", "digits"]
     for task_name, entry in results["tasks"].items():
-        assert list(entry["methods"]) == list(METHODS)
+        expected = [m for m in METHODS if task_name == "digits" or m not in CLASSIFICATION_ONLY]
+        assert list(entry["methods"]) == expected
         for name, record in entry["methods"].items():
             assert record["checkpoints"] == [2, 4, 6]
             assert record["selected"]["epochs"] in (2, 4) and record["long"]["epochs"] == 6
