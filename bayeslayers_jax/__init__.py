@@ -62,6 +62,7 @@ from bayeslayers_jax.parallel import (
     shard_batch,
     train_step,
 )
+from bayeslayers_jax.training import FitResult, fit
 from bayeslayers_jax.predictive import (
     ClassPredictive,
     Predictive,
@@ -153,6 +154,9 @@ __all__ = [
     "predictive_entropy",
     "mutual_information",
     "auroc",
+    # training loop
+    "fit",
+    "FitResult",
     # data-parallel training
     "batch_mesh",
     "replicate",
