@@ -740,6 +740,17 @@ def markdown_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_results(results: dict[str, Any], out_dir: str) -> tuple[str, str]:
     """Writes ``uq_<device>_<date>[_quick].json`` and ``.md`` into ``out_dir``."""
     from benchmarks.suite import device_slug
@@ -748,7 +759,7 @@ def write_results(results: dict[str, Any], out_dir: str) -> tuple[str, str]:
     stem = f"uq_{device_slug(results['device'])}_{results['meta']['started_utc'][:10]}"
     stem = os.path.join(out_dir, stem + ("_quick" if results["config"]["quick"] else ""))
     with open(stem + ".json", "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=1, allow_nan=True)
+        json.dump(_json_safe(results), fh, indent=1, allow_nan=False)
         fh.write("\n")
     with open(stem + ".md", "w", encoding="utf-8") as fh:
         fh.write(markdown_report(results) + "\n")
