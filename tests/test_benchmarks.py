@@ -35,25 +35,30 @@ def _torch_ready():
 needs_objectrl = pytest.mark.skipif(not _torch_ready(), reason="torch or objectrl not installed")
 
 
+def _run_cli(run_with_progress, tmp, args, label):
+    """Runs ``python -m benchmarks *args`` in a fresh CPU process with ``TMPDIR=tmp`` (so the
+    default output folders of smoke runs land there); returns ``(proc, before, after)`` with
+    the listings of the tracked ``benchmarks/results/`` before and after."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TMPDIR"] = str(tmp)
+    before = sorted(os.listdir(RESULTS))
+    proc = run_with_progress([sys.executable, "-m", "benchmarks", *args], label=label, cwd=REPO,
+                             env=env, timeout=900)
+    return proc, before, sorted(os.listdir(RESULTS))
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, run_with_progress):
     """Runs ``python -m benchmarks --smoke`` once in a fresh process (float32, default JAX
     configuration, unaffected by this test session's x64 and strict-promotion settings),
     with its default output folder: ``TMPDIR`` points into this test's temporary folder."""
     tmp = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["JAX_PLATFORMS"] = "cpu"
-    env["TMPDIR"] = str(tmp)
     # Compiled at XLA's default optimization level: --xla_backend_optimization_level=0 saved
     # little here and its code gives NaN actor gradients in the SAC update with 2 LR critics
     # (jitted only; the same update is finite eagerly and at the default level).
-    before = sorted(os.listdir(RESULTS))
-    proc = run_with_progress(
-        [sys.executable, "-m", "benchmarks", "--smoke"],
-        label="benchmarks --smoke", cwd=REPO, env=env, timeout=900,
-    )
-    after = sorted(os.listdir(RESULTS))
+    proc, before, after = _run_cli(run_with_progress, tmp, ["--smoke"], "benchmarks --smoke")
     return proc, tmp / "bayeslayers_jax_benchmarks_smoke", before, after
 
 
@@ -528,16 +533,8 @@ def uq_quick_run(tmp_path_factory, run_with_progress):
     """``python -m benchmarks uq --quick`` on diabetes and digits (every method, both kinds
     of metrics, OOD), in a fresh float32 process, with its default output folder in TMPDIR."""
     tmp = tmp_path_factory.mktemp("uq")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["JAX_PLATFORMS"] = "cpu"
-    env["TMPDIR"] = str(tmp)
-    before = sorted(os.listdir(RESULTS))
-    proc = run_with_progress(
-        [sys.executable, "-m", "benchmarks", "uq", "--quick", "--tasks", "diabetes,digits"],
-        label="benchmarks uq --quick", cwd=REPO, env=env, timeout=900,
-    )
-    after = sorted(os.listdir(RESULTS))
+    proc, before, after = _run_cli(run_with_progress, tmp,
+                                   ["uq", "--quick", "--tasks", "diabetes,digits"], "benchmarks uq --quick")
     return proc, tmp / "bayeslayers_jax_uq_quick", before, after
 
 
