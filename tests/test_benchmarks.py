@@ -553,7 +553,8 @@ def test_uq_quick_run(uq_quick_run):
     files = sorted(os.listdir(out))
     assert len(files) == 2 and files[0].startswith("uq_cpu-") and files[0].endswith("_quick.json")
     assert "digits/clt: epoch    6" in proc.stderr and "selected budget" in proc.stderr
-    assert "| method | epochs | NLL | mixture NLL | RMSE | 95% coverage | train s |" in proc.stdout
+    assert "| method | epochs | NLL | mixture NLL | RMSE | 95% coverage | noise std |" in proc.stdout
+    assert "| method | epochs | NLL | accuracy | ECE | AUROC entropy | AUROC MI | train s |" in proc.stdout
     with open(out / files[0], encoding="utf-8") as fh:
         results = json.load(fh)
     assert list(results["tasks"]) == ["diabetes", "digits"]
