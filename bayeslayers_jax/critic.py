@@ -111,6 +111,8 @@ class BayesianCritic(nn.Module):
     rng_collection: str = "sample"
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    weight_rho_init: Any = BayesianMLP.weight_rho_init
+    bias_rho_init: Any = BayesianMLP.bias_rho_init
 
     def __post_init__(self) -> None:
         if isinstance(self.features, (int, np.integer)) or not isinstance(self.features, Sequence):

@@ -10,6 +10,7 @@ import numpy as np
 import flax.linen as nn
 
 from bayeslayers_jax.layers import (
+    INIT_RHO,
     BBBLinear,
     CLTLinear,
     CLTLinearDet,
@@ -18,6 +19,8 @@ from bayeslayers_jax.layers import (
     _check_prior_std,
     crelu,
 )
+
+Initializer = Any
 
 __all__ = ["BayesianMLP", "LAYER_TYPES", "ACTIVATIONS"]
 
@@ -57,10 +60,18 @@ class BayesianMLP(nn.Module):
         layer_type: ``'bbb'``, ``'lr'``, ``'clt'`` or ``'cltdet'`` (default ``'lr'`` as in
             ObjectRL).
         act: ``'relu'`` or ``'crelu'``.
-        use_bias, prior_mean, prior_std, bias_prior_mean, bias_prior_std, use_softplus,
-        rng_collection, dtype, param_dtype: passed to every layer (see
-        :class:`~bayeslayers_jax.layers.BBBLinear`); a weight-shaped prior is not possible
-        here because the layers differ in shape: replace the ``'prior'`` subtree instead.
+        use_bias, use_softplus, rng_collection, dtype, param_dtype: passed to every layer (see
+            :class:`~bayeslayers_jax.layers.BBBLinear`).
+        prior_mean, prior_std, bias_prior_mean, bias_prior_std: the Gaussian prior, a scalar
+            for every layer or a sequence with one scalar per layer (``len(features)``
+            entries, first layer first), e.g. ``prior_std=(1.0, 0.1)`` for a tighter output
+            layer; the ``bias_*`` default (``None``) is the weight's value of the same layer.
+            A weight-shaped prior is not possible here because the layers differ in shape:
+            replace the ``'prior'`` subtree instead.
+        weight_rho_init, bias_rho_init: initializers of the posterior std parameters
+            ``rho`` of every layer (default ``constant(-4.6)``, std ``exp(-4.6) ~ 0.01``);
+            for an initial posterior std ``s`` use ``nn.initializers.constant(log(s))``
+            (``inv_softplus(s)`` with ``use_softplus=True``). Ignored by ``'cltdet'``.
         map: MAP mode; may instead be given at the call.
 
     Examples:
@@ -74,6 +85,12 @@ class BayesianMLP(nn.Module):
         >>> (mean, var), state = model.apply(variables, x, mutable=["kl"])
         >>> mean.shape, bool(jnp.all(var > 0)), bool(total_kl(state) > 0)
         ((5, 1), True, True)
+        >>> import math, flax.linen as nn  # per-layer prior stds and an initial posterior std of 0.1
+        >>> model = BayesianMLP((8, 1), prior_std=(1.0, 0.1),
+        ...                     weight_rho_init=nn.initializers.constant(math.log(0.1)))
+        >>> v = model.init(jax.random.key(0), x)
+        >>> round(float(v["prior"]["layers_1"]["weight_std"]), 4), round(float(jnp.exp(v["params"]["layers_0"]["weight_rho"][0, 0])), 4)
+        (0.1, 0.1)
     """
 
     features: Sequence[int]
@@ -89,6 +106,8 @@ class BayesianMLP(nn.Module):
     rng_collection: str = "sample"
     dtype: Any = None
     param_dtype: Any = jnp.float32
+    weight_rho_init: Initializer = nn.initializers.constant(INIT_RHO)
+    bias_rho_init: Initializer = nn.initializers.constant(INIT_RHO)
 
     def __post_init__(self) -> None:
         if self.layer_type not in LAYER_TYPES:
@@ -107,20 +126,37 @@ class BayesianMLP(nn.Module):
         for f in self.features:
             if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f <= 0:
                 raise ValueError(f"features must hold positive ints, got {tuple(self.features)!r}")
-        _check_prior_mean(self.prior_mean, "prior_mean")
-        _check_prior_std(self.prior_std, "prior_std")
-        if self.bias_prior_mean is not None:
-            _check_prior_mean(self.bias_prior_mean, "bias_prior_mean")
-        if self.bias_prior_std is not None:
-            _check_prior_std(self.bias_prior_std, "bias_prior_std")
-        for name in ("prior_mean", "prior_std"):
-            if np.size(getattr(self, name)) != 1:
-                raise ValueError(
-                    f"{name} of a BayesianMLP must be a scalar (layers differ in shape), got "
-                    f"shape {np.shape(getattr(self, name))}: replace the 'prior' subtree of the "
-                    "variables for weight-shaped priors"
-                )
+        for name in ("prior_mean", "prior_std", "bias_prior_mean", "bias_prior_std"):
+            check = _check_prior_std if name.endswith("std") else _check_prior_mean
+            for i in range(len(self.features)):
+                value = self._per_layer(name, i)
+                if value is not None:
+                    check(value, name if not self._is_sequence(name) else f"{name}[{i}]")
         super().__post_init__()
+
+    def _is_sequence(self, name: str) -> bool:
+        value = getattr(self, name)
+        return isinstance(value, (list, tuple)) or (np.ndim(value) == 1 and np.size(value) > 1)
+
+    def _per_layer(self, name: str, index: int) -> Any:
+        """Layer ``index``'s value of a prior field (a scalar, or one entry of a sequence)."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if self._is_sequence(name):
+            if len(value) != len(self.features):
+                raise ValueError(
+                    f"{name} must be a scalar or hold one value per layer ({len(self.features)} "
+                    f"for features={tuple(self.features)}), got {len(value)} values: {value!r}"
+                )
+            value = value[index]
+        if np.size(value) != 1:
+            raise ValueError(
+                f"{name} of a BayesianMLP must be a scalar or a sequence of scalars (one per "
+                f"layer; layers differ in shape), got shape {np.shape(value)}: replace the "
+                "'prior' subtree of the variables for weight-shaped priors"
+            )
+        return value
 
     @property
     def is_clt(self) -> bool:
@@ -148,11 +184,13 @@ class BayesianMLP(nn.Module):
         kwargs: dict[str, Any] = dict(
             features=int(self.features[index]),
             use_bias=self.use_bias,
-            prior_mean=self.prior_mean,
-            prior_std=self.prior_std,
-            bias_prior_mean=self.bias_prior_mean,
-            bias_prior_std=self.bias_prior_std,
+            prior_mean=self._per_layer("prior_mean", index),
+            prior_std=self._per_layer("prior_std", index),
+            bias_prior_mean=self._per_layer("bias_prior_mean", index),
+            bias_prior_std=self._per_layer("bias_prior_std", index),
             use_softplus=self.use_softplus,
+            weight_rho_init=self.weight_rho_init,
+            bias_rho_init=self.bias_rho_init,
             rng_collection=self.rng_collection,
             dtype=self.dtype,
             param_dtype=self.param_dtype,

@@ -65,7 +65,8 @@ def fit(model, variables, x, y, *, epochs, batch_size, optimizer, key, loss_fn=N
     and Monte Carlo logit draws.
 
     Args:
-      model: the network (a ``flax.linen`` module, an ``Ensemble``, a ``LearnedNoise``).
+      model: the network (a ``flax.linen`` module, an ``Ensemble``, a ``LearnedNoise``); only
+        used to build the default loss (ignored with ``loss_fn``).
       variables: its variables; ``'params'`` are trained, the rest (``'prior'``) are fixed.
       x: inputs with the example axis first (or a tuple of such arrays).
       y: targets with the example axis first (an ensemble's per-member targets are not

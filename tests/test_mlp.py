@@ -258,3 +258,30 @@ def test_clt_mlp_gradients_are_finite_at_extreme_scales(act):
     assert np.isfinite(float(value))
     for g in jax.tree_util.tree_leaves(grads):
         assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_per_layer_priors_and_rho_init():
+    import math
+
+    import flax.linen as nn
+
+    x = jnp.ones((2, 3), jnp.float64)
+    model = BayesianMLP((4, 5, 1), layer_type="bbb", prior_std=(1.0, 0.5, 0.1), prior_mean=[0.0, 0.2, -0.3],
+                        bias_prior_std=2.0, param_dtype=jnp.float64,
+                        weight_rho_init=nn.initializers.constant(math.log(0.2)),
+                        bias_rho_init=nn.initializers.constant(math.log(0.05)))
+    v = model.init({"params": jax.random.key(0), "sample": jax.random.key(1)}, x)
+    for i, (std, mean) in enumerate([(1.0, 0.0), (0.5, 0.2), (0.1, -0.3)]):
+        prior = v["prior"][f"layers_{i}"]
+        assert float(prior["weight_std"]) == std and float(prior["weight_mean"]) == mean
+        assert float(prior["bias_std"]) == 2.0 and float(prior["bias_mean"]) == mean  # bias mean follows
+        params = v["params"][f"layers_{i}"]
+        np.testing.assert_allclose(jnp.exp(params["weight_rho"]), 0.2, rtol=1e-12)
+        np.testing.assert_allclose(jnp.exp(params["bias_rho"]), 0.05, rtol=1e-12)
+    # the same as update_prior after the fact: the KL matches a layer built with that prior alone
+    with pytest.raises(ValueError, match=r"prior_std must be a scalar or hold one value per layer \(3"):
+        BayesianMLP((4, 5, 1), prior_std=(1.0, 0.5))
+    with pytest.raises(ValueError, match=r"prior_std\[1\]"):
+        BayesianMLP((4, 5, 1), prior_std=(1.0, -0.5, 1.0))
+    with pytest.raises(ValueError, match="scalar or a sequence of scalars"):
+        BayesianMLP((4, 1), prior_std=(np.ones(3), 1.0))

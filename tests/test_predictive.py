@@ -216,3 +216,81 @@ def test_negative_or_nan_noise_var_raises(setup, noise_var):
     models, variables, x = setup
     with pytest.raises(ValueError, match="noise_var"):
         predictive(models["clt"], variables, x, noise_var=noise_var)
+
+
+# --- heteroscedastic models, learned noise, binary classifiers ---------------------------
+
+@pytest.fixture(scope="module")
+def het_setup():
+    return _models_and_variables(out_features=4)  # 2 targets: 2 means, 2 log-variances
+
+
+def test_heteroscedastic_predictive_matches_exact_clt_moments(het_setup):
+    # One hidden layer, deterministic input: the CLT output moments are exact, so the sampled
+    # mean head's mean/variance and the sampled E[exp(s)] agree with CLT within 4 SE.
+    models, variables, x = het_setup
+    clt = predictive(models["clt"], variables, x, likelihood="heteroscedastic")
+    mean, var = models["clt"].apply(variables, x)
+    np.testing.assert_allclose(clt.mean, mean[:, :2], rtol=1e-14)
+    np.testing.assert_allclose(clt.epistemic_var, var[:, :2], rtol=1e-14)
+    np.testing.assert_allclose(clt.total_var - clt.epistemic_var, jnp.exp(mean[:, 2:] + var[:, 2:] / 2), rtol=1e-12)
+    pred = predictive(models["bbb"], variables, x, key=jax.random.key(7), num_samples=S, likelihood="heteroscedastic")
+    raw = np.asarray(pred.samples)
+    assert raw.shape == (S, 6, 4)
+    m, s = raw[..., :2], raw[..., 2:]
+    np.testing.assert_allclose(pred.epistemic_var, m.var(0), rtol=1e-12)
+    np.testing.assert_allclose(pred.total_var, m.var(0) + np.exp(s).mean(0), rtol=1e-12)
+    assert np.all(np.abs(np.asarray(clt.mean) - m.mean(0)) <= 4 * np.sqrt(m.var(0) / S))
+    e = np.exp(s)
+    assert np.all(np.abs(np.asarray(clt.total_var - clt.epistemic_var) - e.mean(0)) <= 4 * e.std(0) / math.sqrt(S))
+    mp_ = predictive(models["clt"], variables, x, mode="map", likelihood="heteroscedastic")
+    out = models["clt"].apply(variables, x, map=True)[0]
+    np.testing.assert_allclose(mp_.total_var, jnp.exp(out[:, 2:]), rtol=1e-14)
+    with pytest.raises(ValueError, match="noise_var=None"):
+        predictive(models["clt"], variables, x, likelihood="heteroscedastic", noise_var=0.1)
+    with pytest.raises(ValueError, match="likelihood"):
+        predictive(models["clt"], variables, x, likelihood="poisson")
+
+
+def test_heteroscedastic_ensemble_predictive_is_the_mixture(het_setup):
+    from bayeslayers_jax import Ensemble, member
+
+    models, _, x = het_setup
+    ens = Ensemble(models["clt"], 3)
+    v = ens.init(jax.random.key(0), x)
+    p = predictive(ens, v, x, likelihood="heteroscedastic")
+    parts = [predictive(models["clt"], member(v, i), x, likelihood="heteroscedastic") for i in range(3)]
+    means = np.stack([q.mean for q in parts])
+    np.testing.assert_allclose(p.mean, means.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(p.total_var, np.mean([q.total_var for q in parts], 0) + means.var(0), rtol=1e-12)
+
+
+def test_predictive_adds_the_learned_noise(setup):
+    from bayeslayers_jax import LearnedNoise
+
+    models, variables, x = setup
+    noisy = LearnedNoise(models["clt"], param_dtype=jnp.float64)
+    params = {**variables["params"], "noise_log_std": jnp.log(jnp.asarray([0.1, 0.2, 0.3], jnp.float64))}
+    v = {**variables, "params": params}
+    p = predictive(noisy, v, x)
+    base = predictive(models["clt"], variables, x)
+    np.testing.assert_allclose(p.total_var, np.asarray(base.epistemic_var) + np.array([0.01, 0.04, 0.09]), rtol=1e-12)
+    override = predictive(noisy, v, x, noise_var=0.5)  # e.g. a recalibrated noise
+    np.testing.assert_allclose(override.total_var, base.epistemic_var + 0.5, rtol=1e-12)
+
+
+def test_binary_predictive_probs(setup):
+    models, variables, x = setup  # 3 independent Bernoulli outputs
+    mean, var = models["clt"].apply(variables, x)
+    clt = predictive_probs(models["clt"], variables, x, likelihood="bernoulli")
+    assert clt.probs.shape == (6, 3, 2)
+    p1 = 1 / (1 + np.exp(-np.asarray(mean) / np.sqrt(1 + np.pi * np.asarray(var) / 8)))  # MacKay
+    np.testing.assert_allclose(clt.probs[..., 1], p1, rtol=1e-12)
+    np.testing.assert_allclose(clt.probs.sum(-1), 1.0, rtol=1e-14)
+    sampled = predictive(models["lr"], variables, x, key=jax.random.key(3), num_samples=50)
+    probs = predictive_probs(models["lr"], variables, x, key=jax.random.key(3), num_samples=50, likelihood="bernoulli")
+    np.testing.assert_allclose(probs.prob_samples[..., 1], jax.nn.sigmoid(sampled.samples), rtol=1e-12)
+    np.testing.assert_allclose(probs.probs[..., 1], jax.nn.sigmoid(sampled.samples).mean(0), rtol=1e-12)
+    mp_ = predictive_probs(models["clt"], variables, x, mode="map", likelihood="bernoulli")
+    out = models["clt"].apply(variables, x, map=True)[0]
+    np.testing.assert_allclose(mp_.probs[..., 1], jax.nn.sigmoid(out), rtol=1e-12)
