@@ -1,5 +1,8 @@
 """Command line: ``python -m benchmarks [--smoke | --preset gpu-quick] [--shapes rl,mid,wide] [--out DIR]``.
 
+``python -m benchmarks uq [--quick] ...`` runs the real-data uncertainty benchmark instead
+(:mod:`benchmarks.uq`; ``python -m benchmarks uq --help``).
+
 Runs the suite on whatever device JAX sees, prints the device, library versions, progress and
 the result tables, and writes ``<device>_<date>.json`` and ``.md`` into ``--out``: by default
 ``benchmarks/results/`` for measurements, and for ``--smoke`` (numbers that are not
@@ -131,7 +134,12 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the suite and writes the results; returns the exit status."""
+    """Runs the suite (or ``uq ...``: :func:`benchmarks.uq.main`); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["uq"]:
+        from benchmarks.uq import main as uq_main
+
+        return uq_main(argv[1:])
     args = parse_args(argv)
     try:
         cfg = _config(args)

@@ -35,25 +35,30 @@ def _torch_ready():
 needs_objectrl = pytest.mark.skipif(not _torch_ready(), reason="torch or objectrl not installed")
 
 
+def _run_cli(run_with_progress, tmp, args, label):
+    """Runs ``python -m benchmarks *args`` in a fresh CPU process with ``TMPDIR=tmp`` (so the
+    default output folders of smoke runs land there); returns ``(proc, before, after)`` with
+    the listings of the tracked ``benchmarks/results/`` before and after."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["JAX_PLATFORMS"] = "cpu"
+    env["TMPDIR"] = str(tmp)
+    before = sorted(os.listdir(RESULTS))
+    proc = run_with_progress([sys.executable, "-m", "benchmarks", *args], label=label, cwd=REPO,
+                             env=env, timeout=900)
+    return proc, before, sorted(os.listdir(RESULTS))
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, run_with_progress):
     """Runs ``python -m benchmarks --smoke`` once in a fresh process (float32, default JAX
     configuration, unaffected by this test session's x64 and strict-promotion settings),
     with its default output folder: ``TMPDIR`` points into this test's temporary folder."""
     tmp = tmp_path_factory.mktemp("bench")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["JAX_PLATFORMS"] = "cpu"
-    env["TMPDIR"] = str(tmp)
     # Compiled at XLA's default optimization level: --xla_backend_optimization_level=0 saved
     # little here and its code gives NaN actor gradients in the SAC update with 2 LR critics
     # (jitted only; the same update is finite eagerly and at the default level).
-    before = sorted(os.listdir(RESULTS))
-    proc = run_with_progress(
-        [sys.executable, "-m", "benchmarks", "--smoke"],
-        label="benchmarks --smoke", cwd=REPO, env=env, timeout=900,
-    )
-    after = sorted(os.listdir(RESULTS))
+    proc, before, after = _run_cli(run_with_progress, tmp, ["--smoke"], "benchmarks --smoke")
     return proc, tmp / "bayeslayers_jax_benchmarks_smoke", before, after
 
 
@@ -428,3 +433,176 @@ def test_tanh_gaussian_actor_log_prob():
     assert action.shape == (16, 3) and log_prob.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(action, np.float64), np.tanh(u), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(log_prob, np.float64), direct, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The real-data uncertainty benchmark (python -m benchmarks uq)
+
+
+def test_uq_splits_are_disjoint_standardized_and_stratified():
+    """Digits 0-4 vs 5-9: train, validation and test parts never share an image, the OOD part
+    is exactly the 5-9 images, the training inputs are standardized (mean 0, std 1 or 0 for a
+    constant pixel, float32 round-off), and the stratified test part holds every class in the
+    proportion of the 0-4 data (within one image per class)."""
+    from sklearn.datasets import load_digits
+
+    from benchmarks.uq import TASKS, load_task
+
+    task = TASKS["digits"]
+    data = load_task(task, seed=0)
+    x_all, y_all = load_digits(return_X_y=True)
+    n_in, n_ood = int(np.sum(y_all < 5)), int(np.sum(y_all >= 5))
+    s, n_train, d = data["x_train"].shape
+    assert (s, d) == (task.num_splits, 64)
+    assert n_train + data["n_val"] + data["n_test"] == n_in and data["n_ood"] == n_ood
+    assert data["n_test"] == math.ceil(task.test_fraction * n_in)  # scikit-learn rounds up
+    x = data["x_train"][0].astype(np.float64)
+    np.testing.assert_allclose(x.mean(axis=0), 0.0, atol=1e-5)
+    std = x.std(axis=0)
+    assert np.all((np.abs(std - 1.0) < 1e-4) | (std < 1e-6))
+    # Labels: the OOD part is marked -1, the rest are 0-4 in the data's class proportions.
+    y_eval = data["y_eval"][0]
+    n_val, n_test = data["n_val"], data["n_test"]
+    assert np.all(y_eval[n_val + n_test:] == -1) and np.all(y_eval[: n_val + n_test] >= 0)
+    counts = np.bincount(y_eval[n_val: n_val + n_test], minlength=5)
+    expected = np.bincount(y_all[y_all < 5]) * n_test / n_in
+    assert np.all(np.abs(counts - expected) <= 1.0)
+    # Disjoint parts that together are the 0-4 images, in every split; the rows are those images.
+    x_in = x_all[y_all < 5]
+    for split in range(s):
+        train, val, test = (data["indices"][part][split] for part in ("train", "val", "test"))
+        assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(n_in))
+        mean, sd = x_in[train].mean(axis=0), x_in[train].std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        np.testing.assert_allclose(data["x_eval"][split][:n_val], (x_in[val] - mean) / sd, atol=1e-5)
+    assert not np.array_equal(data["indices"]["test"][0], data["indices"]["test"][1])
+
+
+def test_uq_select_budget_uses_validation_mean_and_never_nan():
+    """The budget is the grid epoch with the lowest validation NLL averaged over splits; a
+    checkpoint where a split diverged (NaN) never wins, ties go to the earlier epoch, and the
+    long budget is not a candidate unless it is in the grid."""
+    from benchmarks.uq import select_budget
+
+    record = {"checkpoints": [10, 20, 40, 100],
+              "metrics": {"val_nll": [[1.0, 0.8], [0.7, 0.7], [float("nan"), 0.1], [0.0, 0.0]]}}
+    assert select_budget(record, (10, 20, 40)) == 20
+    record["metrics"]["val_nll"][0] = [0.7, 0.7]
+    assert select_budget(record, (10, 20, 40)) == 10
+
+
+def test_uq_regression_metrics_by_hand():
+    """Two equally weighted components, means 0 and 2 (mixture mean 1, spread variance 1),
+    each with epistemic variance 0.5 and learned noise 0.25: total variance 1.75. Validation
+    residuals +-2, +-3 (mean square 6.5) refit the noise to 6.5 - 1.5 = 5.0. Test targets 1
+    and 3 (residuals 0, 2); target std 10, so NLLs gain log 10 and RMSE and stds scale by 10."""
+    import jax.numpy as jnp
+
+    from benchmarks.uq import _regression_metrics
+
+    def gauss_nll(r, var):
+        return 0.5 * math.log(2 * math.pi * var) + r * r / (2 * var)
+
+    def pdf(x, mu, var):
+        return math.exp(-(x - mu) ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
+
+    y = jnp.array([3.0, -1.0, 4.0, -2.0, 1.0, 3.0])[:, None]
+    means = jnp.stack([jnp.zeros((6, 1)), jnp.full((6, 1), 2.0)])
+    got = _regression_metrics((means, jnp.full((2, 6, 1), 0.5), jnp.full((2, 6, 1), 0.25)),
+                              y, jnp.asarray(10.0), 4, 2)
+    log10 = math.log(10.0)
+    expected = {
+        "val_nll": (2 * gauss_nll(2.0, 1.75) + 2 * gauss_nll(3.0, 1.75)) / 4 + log10,
+        "nll": (gauss_nll(0.0, 1.75) + gauss_nll(2.0, 1.75)) / 2 + log10,
+        "mixture_nll": -sum(math.log(0.5 * pdf(t, 0.0, 0.75) + 0.5 * pdf(t, 2.0, 0.75))
+                            for t in (1.0, 3.0)) / 2 + log10,
+        "rmse": math.sqrt(2.0) * 10.0,
+        "coverage": 1.0,  # |r| <= 1.96 sqrt(1.75) = 2.59
+        "noise_std": 5.0,
+        "nll_cal": (gauss_nll(0.0, 6.5) + gauss_nll(2.0, 6.5)) / 2 + log10,
+        "coverage_cal": 1.0,
+        "noise_std_cal": math.sqrt(5.0) * 10.0,
+        "epistemic_std": math.sqrt(1.5) * 10.0,
+    }
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        assert float(got[key]) == pytest.approx(value, rel=1e-9), key
+
+
+def test_uq_clt_target_rule():
+    """Met when CLT's NLL and ECE are at most LR's mean + LR's standard error (and its AUROC
+    at least LR's mean - standard error); the paired difference is over the same splits."""
+    from benchmarks.uq import clt_target, summarize
+
+    def record(nll, ece):
+        rec = {"checkpoints": [5], "train_s": [1.0], "metrics": {"nll": [nll], "ece": [ece]}}
+        rec["selected"] = rec["long"] = summarize(rec, 5)
+        return rec
+
+    lr = record([1.0, 1.2, 1.4], [0.1, 0.1, 0.1])  # NLL mean 1.2, standard error 0.2 / sqrt(3)
+    results = {"tasks": {"t": {"task": {"kind": "classification"}, "methods": {
+        "lr": lr, "clt": record([1.1, 1.3, 1.5], [0.1, 0.1, 0.1])}}}}
+    rows = clt_target(results)
+    assert [r["budget"] for r in rows] == ["selected", "long"]
+    check = rows[0]["checks"]["nll"]
+    assert check["lr"]["se"] == pytest.approx(0.2 / math.sqrt(3))
+    assert check["diff"]["mean"] == pytest.approx(0.1) and check["diff"]["se"] == pytest.approx(0.0, abs=1e-12)
+    assert check["met"] and rows[0]["met"]  # 1.3 <= 1.2 + 0.1155
+    results["tasks"]["t"]["methods"]["clt"] = record([1.2, 1.4, 1.6], [0.1, 0.1, 0.1])
+    assert not clt_target(results)[0]["met"]  # 1.4 > 1.3155
+
+
+def test_uq_cli_rejects_unknown_names(capsys):
+    from benchmarks.__main__ import main
+
+    assert main(["uq", "--tasks", "mnist"]) == 2
+    assert "unknown task 'mnist'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def uq_quick_run(tmp_path_factory, run_with_progress):
+    """``python -m benchmarks uq --quick`` on diabetes and digits (every method, both kinds
+    of metrics, OOD), in a fresh float32 process, with its default output folder in TMPDIR."""
+    tmp = tmp_path_factory.mktemp("uq")
+    proc, before, after = _run_cli(run_with_progress, tmp,
+                                   ["uq", "--quick", "--tasks", "diabetes,digits"], "benchmarks uq --quick")
+    return proc, tmp / "bayeslayers_jax_uq_quick", before, after
+
+
+@pytest.mark.slow
+def test_uq_quick_run(uq_quick_run):
+    """Every method trains and is evaluated: finite metrics at every checkpoint, the selected
+    budget from the grid, and numbers a working model must reach even after 6 epochs: digits
+    accuracy above 0.8 (chance 0.2; every method is above 0.95 at 6 epochs), OOD AUROC above
+    0.6 (chance 0.5), diabetes RMSE below 70 (predicting the training mean gives the target's
+    std, about 77) and a 95% coverage in [0, 1]."""
+    from benchmarks.uq import CLASSIFICATION_ONLY, METHODS
+
+    proc, out, before, after = uq_quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert before == after  # never writes into the tracked results
+    files = sorted(os.listdir(out))
+    assert len(files) == 2 and files[0].startswith("uq_cpu-") and files[0].endswith("_quick.json")
+    assert "digits/clt: epoch    6" in proc.stderr and "selected budget" in proc.stderr
+    assert "| method | epochs | NLL | mixture NLL | RMSE | 95% coverage | noise std |" in proc.stdout
+    assert "| method | epochs | NLL | accuracy | ECE | AUROC entropy | AUROC MI | train s |" in proc.stdout
+    with open(out / files[0], encoding="utf-8") as fh:
+        results = json.load(fh)
+    assert list(results["tasks"]) == ["diabetes", "digits"]
+    for task_name, entry in results["tasks"].items():
+        expected = [m for m in METHODS if task_name == "digits" or m not in CLASSIFICATION_ONLY]
+        assert list(entry["methods"]) == expected
+        for name, record in entry["methods"].items():
+            assert record["checkpoints"] == [2, 4, 6]
+            assert record["selected"]["epochs"] in (2, 4) and record["long"]["epochs"] == 6
+            for metric, per_checkpoint in record["metrics"].items():
+                assert np.all(np.isfinite(per_checkpoint)), (task_name, name, metric)
+            long = record["long"]
+            if task_name == "diabetes":
+                assert long["rmse"]["mean"] < 70.0, name
+                assert 0.0 <= long["coverage"]["mean"] <= 1.0
+            else:
+                assert long["accuracy"]["mean"] > 0.8, name
+                assert long["auroc_entropy"]["mean"] > 0.6, name
+                assert ("auroc_mi" in long) == (name != "map"), name
+    assert [row["task"] for row in results["clt_target"]] == ["digits", "digits"]
