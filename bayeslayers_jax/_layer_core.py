@@ -131,9 +131,10 @@ def check_layer_config(
         bias_prior_values(prior_mean, prior_std, bias_prior_mean, bias_prior_std)
 
 
-def check_prior_value(name: str, value: Any) -> None:
-    """A concrete prior std (name ending in ``_std``) must be > 0, a prior mean finite."""
-    check_concrete_real(name, value, "positive" if name.endswith("_std") else "finite")
+def check_prior_value(name: str, value: Any, label: str | None = None) -> None:
+    """A concrete prior std (field ``name`` ending in ``_std``) must be > 0, a prior mean
+    finite; the error names ``label`` (default ``name``, e.g. ``'prior_std[1]'``)."""
+    check_concrete_real(label or name, value, "positive" if name.endswith("_std") else "finite")
 
 
 def bias_prior_values(prior_mean: Any, prior_std: Any, bias_prior_mean: Any, bias_prior_std: Any) -> tuple[Any, Any]:

@@ -660,13 +660,6 @@ class CLTLinearDet(CLTLinear):
 
     _has_std = False
 
-    @nn.compact
-    def __call__(
-        self, mu: Array, var: Array | None = None, *, map: bool | None = None
-    ) -> tuple[Array, Array | None]:
-        """Propagates ``(mu, var)``; arguments and returns as :meth:`CLTLinear.__call__`."""
-        return self._clt_call(mu, var, map)
-
 
 class FlipoutLinear(_BayesianLinearBase):
     """Flipout linear layer: one weight perturbation per call, decorrelated per example.

@@ -16,8 +16,7 @@ from bayeslayers_jax.layers import (
     CLTLinearDet,
     LRLinear,
 )
-from bayeslayers_jax._checks import check_concrete_real
-from bayeslayers_jax._layer_core import activation
+from bayeslayers_jax._layer_core import activation, check_prior_value
 
 Initializer = Any
 
@@ -132,7 +131,7 @@ class BayesianMLP(nn.Module):
                 value = self._per_layer(name, i)
                 if value is not None:
                     label = name if not self._is_sequence(name) else f"{name}[{i}]"
-                    check_concrete_real(label, value, "positive" if name.endswith("_std") else "finite")
+                    check_prior_value(name, value, label)
         super().__post_init__()
 
     def _is_sequence(self, name: str) -> bool:

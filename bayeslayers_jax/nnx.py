@@ -810,13 +810,7 @@ def elbo_loss(
             out, y, kl_of(model), num_train_examples=num_train_examples, key=key, **options
         )
     kl = nnx.vmap(lambda m: jnp.asarray(kl_of(m)), in_axes=0, out_axes=0)(model.members)
-    y_axis = _objectives._target_member_axis(y, out, options.get("likelihood", "gaussian"), model.size)
-    member_elbo = lambda o, t, k, key: _objectives.elbo_from_outputs(  # noqa: E731
-        o, t, k, num_train_examples=num_train_examples, key=key, **options
-    )
-    keys = None if key is None else jax.random.split(key, model.size)
-    losses, aux = jax.vmap(member_elbo, in_axes=(0, y_axis, 0, None if keys is None else 0))(out, y, kl, keys)
-    return jnp.sum(losses), {**aux, "loss": losses}
+    return _objectives._ensemble_elbo(out, y, kl, num_train_examples=num_train_examples, key=key, **options)
 
 
 # ----------------------------------------------------------------------------- interop

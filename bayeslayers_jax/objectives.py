@@ -732,34 +732,45 @@ def elbo_loss(
     if key is not None and not map:
         kwargs["rngs"] = {"sample": key}
     out, state = model.apply(variables, *_as_inputs(x), mutable=["kl"], **kwargs)
-    logit_key = None if key is None else jax.random.fold_in(key, _LOGIT_KEY_SALT)
-    cfg = dict(likelihood=likelihood, probit_method=probit_method, clt_categorical=clt_categorical,
-               num_logit_samples=num_logit_samples)
-    nll_of = lambda o, t, k, s2: _output_nll(o, t, k, s2, cfg)  # noqa: E731
+    options = dict(
+        num_train_examples=num_train_examples, likelihood=likelihood, kl_weight=kl_weight,
+        key=key, probit_method=probit_method, clt_categorical=clt_categorical,
+        num_logit_samples=num_logit_samples,
+    )
     if not is_ensemble(model):
         if map:
             kl = neg_log_prior(variables["params"], variables.get("prior", {}))
         else:
             kl = total_kl(state.get("kl", {}))
-        return elbo_from_outputs(
-            out, y, kl, num_train_examples=num_train_examples, likelihood=likelihood,
-            noise_var=noise, kl_weight=kl_weight, key=key, probit_method=probit_method,
-            clt_categorical=clt_categorical, num_logit_samples=num_logit_samples,
-        )
+        return elbo_from_outputs(out, y, kl, noise_var=noise, **options)
     size = model.size
-    y_axis = _target_member_axis(y, out, likelihood, size)
-    keys = None if logit_key is None else jax.random.split(logit_key, size)
-    noise_axis = 0 if has_learned_noise(model) else None
-    nll = jax.vmap(nll_of, in_axes=(0, y_axis, 0, noise_axis))(out, y, keys, noise)  # (M, B)
     if map:
         kl = jax.vmap(neg_log_prior)(variables["params"], variables.get("prior", {}))
     elif jax.tree_util.tree_leaves(state.get("kl", {})):
         kl = total_kl(state["kl"], per_member=True)
     else:  # no Bayesian layer (a deep ensemble of plain modules, CLT-Det): no KL
-        kl = jnp.zeros((size,), nll.dtype)
-    kl = kl.astype(nll.dtype)
-    losses = jax.vmap(neg_elbo, in_axes=(0, 0, None, None))(nll, kl, num_train_examples, kl_weight)
-    return jnp.sum(losses), {"nll": jnp.mean(nll, axis=1), "kl": kl, "loss": losses}
+        kl = jnp.zeros((size,), jax.tree_util.tree_leaves(out)[0].dtype)
+    noise_axis = 0 if has_learned_noise(model) else None
+    return _ensemble_elbo(out, y, kl, noise_var=noise, noise_axis=noise_axis, **options)
+
+
+def _ensemble_elbo(out, y, kl, *, noise_var=None, noise_axis=None, key=None, **options):
+    """An ensemble's loss from its stacked outputs and per-member KL ``(M,)``, for any front end.
+
+    The sum of the members' :func:`elbo_from_outputs` (shared or per-member targets, see
+    :func:`_target_member_axis`; one key per member, ``jax.random.split(key, M)``), with
+    ``aux`` holding per-member ``'nll'``, ``'kl'`` and ``'loss'``.
+    """
+    size = jnp.shape(kl)[0]
+    y_axis = _target_member_axis(y, out, options.get("likelihood", "gaussian"), size)
+    keys = None if key is None else jax.random.split(key, size)
+
+    def member(o, t, k, member_key, s2):
+        return elbo_from_outputs(o, t, k, noise_var=s2, key=member_key, **options)
+
+    in_axes = (0, y_axis, 0, None if keys is None else 0, noise_axis)
+    losses, aux = jax.vmap(member, in_axes=in_axes)(out, y, kl, keys, noise_var)
+    return jnp.sum(losses), {**aux, "loss": losses}
 
 
 def make_elbo_loss_fn(model, variables, *, num_train_examples, has_aux=False, **elbo_kwargs):
