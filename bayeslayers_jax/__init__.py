@@ -1,184 +1,95 @@
 """bayeslayers-jax: Bayesian neural-network layers for JAX and Flax.
 
-Pure functions (this file re-exports them) hold the math; the ``flax.linen`` modules wrap them.
+The package is one math and two front ends:
+
+* :mod:`bayeslayers_jax.core`: the pure functions (moments, CLT propagation, sampling, KL);
+* :mod:`bayeslayers_jax.losses`: likelihoods and the negative ELBO, for any front end;
+* :mod:`bayeslayers_jax.linen`: the ``flax.linen`` layers, MLP, ensembles, critics, ELBO;
+* :mod:`bayeslayers_jax.nnx`: the ``flax.nnx`` twins (opt-in: ``import bayeslayers_jax.nnx``);
+* the workflows on top: :mod:`~bayeslayers_jax.prediction`, :mod:`~bayeslayers_jax.metrics`,
+  :mod:`~bayeslayers_jax.training`, :mod:`~bayeslayers_jax.parallel`,
+  :mod:`~bayeslayers_jax.porting`.
+
+Every public name of ``core``, ``losses``, ``linen`` and the workflows is also here, once.
 """
 
-from bayeslayers_jax.clt import clt_linear_moments
-from bayeslayers_jax.gaussian import normal_cdf, normal_pdf
-from bayeslayers_jax.kl import kl_normal, kl_normal_from_log_std
-from bayeslayers_jax.moments import crelu_moments, neg_relu_moments, relu_moments
-from bayeslayers_jax.sampling import local_reparameterization, sample_weights
-from bayeslayers_jax.transforms import inv_softplus, rho_to_log_std, rho_to_std, softplus
+from bayeslayers_jax import core as core
+from bayeslayers_jax import linen as linen
+from bayeslayers_jax import losses as losses
 
-# Public names of the other modules are imported below this line.
-from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear, crelu, total_kl, update_prior
-from bayeslayers_jax.mlp import BayesianMLP
-from bayeslayers_jax.ensemble import Ensemble, ensemble_size, is_ensemble, member
-from bayeslayers_jax.critic import BayesianCritic, value_bound
-from bayeslayers_jax.porting import port_objectrl_layer, port_objectrl_mlp
-from bayeslayers_jax.metrics import (
-    accuracy,
-    auroc,
-    brier_score,
-    calibration_error,
-    categorical_nll,
-    expected_calibration_error,
-    interval_coverage,
-    mixture_categorical_nll,
-    mixture_regression_nll,
-    mutual_information,
-    predictive_entropy,
-    regression_nll,
-    rmse,
-)
-from bayeslayers_jax.objectives import (
-    categorical_nll_from_logits,
-    elbo_loss,
-    expected_categorical_nll_bound,
-    expected_gaussian_log_likelihood,
-    make_elbo_loss_fn,
-    expected_gaussian_nll,
-    gaussian_nll,
-    neg_elbo,
-    neg_log_prior,
-    probit_categorical_nll,
-    probit_log_softmax,
-    probit_softmax,
-)
-from bayeslayers_jax.likelihoods import (
-    DEFAULT_LOGIT_SAMPLES,
-    bernoulli_nll_from_logits,
-    expected_bernoulli_nll_mc,
-    expected_categorical_nll_mc,
-    expected_heteroscedastic_gaussian_nll,
-    heteroscedastic_gaussian_nll,
-    split_heteroscedastic,
-)
-from bayeslayers_jax.noise import LearnedNoise, fit_noise_var, has_learned_noise, learned_noise_var
-from bayeslayers_jax.parallel import (
-    batch_mesh,
-    data_parallel_train_step,
-    replicate,
-    shard_batch,
-    train_step,
-)
-from bayeslayers_jax.clt import clt_conv_moments
-from bayeslayers_jax.sampling import flipout, flipout_conv, local_reparameterization_conv
-from bayeslayers_jax.pooling import avg_pool_moments, flatten_moments
-from bayeslayers_jax.layers import FlipoutLinear
-from bayeslayers_jax.conv import BBBConv, CLTConv, CLTConvDet, FlipoutConv, LRConv
-from bayeslayers_jax.training import FitResult, fit
-from bayeslayers_jax.predictive import (
-    ClassPredictive,
-    Predictive,
-    calibrated_noise_var,
-    detect_mode,
-    predictive,
-    predictive_probs,
-)
+# core: the pure math
+from bayeslayers_jax.core import *  # noqa: F403
+from bayeslayers_jax.core import __all__ as _core_all
 
-__version__ = "0.1.0"
+# losses: likelihoods and the ELBO
+from bayeslayers_jax.losses import *  # noqa: F403
+from bayeslayers_jax.losses import __all__ as _losses_all
 
-__all__ = [
-    "__version__",
-    # pure functional core
-    "softplus",
-    "inv_softplus",
-    "rho_to_std",
-    "rho_to_log_std",
-    "normal_pdf",
-    "normal_cdf",
-    "relu_moments",
-    "neg_relu_moments",
-    "crelu_moments",
-    "clt_linear_moments",
-    "sample_weights",
-    "local_reparameterization",
-    "kl_normal",
-    "kl_normal_from_log_std",
-    # other modules' public names follow
-    # flax.linen layers and the MLP
-    "BBBLinear",
-    "LRLinear",
-    "CLTLinear",
-    "CLTLinearDet",
-    "crelu",
-    "total_kl",
-    "update_prior",
-    "BayesianMLP",
-    # ensembles and critics
-    "Ensemble",
-    "is_ensemble",
-    "ensemble_size",
-    "member",
-    "BayesianCritic",
-    "value_bound",
-    "port_objectrl_layer",
-    "port_objectrl_mlp",
-    # training objectives, predictive distributions, metrics
-    "neg_elbo",
-    "elbo_loss",
-    "make_elbo_loss_fn",
-    "gaussian_nll",
-    "expected_gaussian_log_likelihood",
-    "expected_gaussian_nll",
-    "expected_categorical_nll_bound",
-    "probit_softmax",
-    "probit_log_softmax",
-    "probit_categorical_nll",
-    "categorical_nll_from_logits",
-    "neg_log_prior",
-    # likelihoods beyond the homoscedastic Gaussian, learned observation noise
-    "DEFAULT_LOGIT_SAMPLES",
-    "expected_categorical_nll_mc",
-    "bernoulli_nll_from_logits",
-    "expected_bernoulli_nll_mc",
-    "split_heteroscedastic",
-    "heteroscedastic_gaussian_nll",
-    "expected_heteroscedastic_gaussian_nll",
-    "LearnedNoise",
-    "has_learned_noise",
-    "learned_noise_var",
-    "fit_noise_var",
-    "Predictive",
-    "ClassPredictive",
-    "predictive",
-    "predictive_probs",
-    "detect_mode",
-    "calibrated_noise_var",
-    "regression_nll",
-    "mixture_regression_nll",
-    "mixture_categorical_nll",
-    "rmse",
-    "interval_coverage",
-    "calibration_error",
+# linen: the flax.linen front end
+from bayeslayers_jax.linen import *  # noqa: F403
+from bayeslayers_jax.linen import __all__ as _linen_all
+
+# workflows
+from bayeslayers_jax.metrics import accuracy as accuracy
+from bayeslayers_jax.metrics import auroc as auroc
+from bayeslayers_jax.metrics import brier_score as brier_score
+from bayeslayers_jax.metrics import calibration_error as calibration_error
+from bayeslayers_jax.metrics import categorical_nll as categorical_nll
+from bayeslayers_jax.metrics import expected_calibration_error as expected_calibration_error
+from bayeslayers_jax.metrics import interval_coverage as interval_coverage
+from bayeslayers_jax.metrics import mixture_categorical_nll as mixture_categorical_nll
+from bayeslayers_jax.metrics import mixture_regression_nll as mixture_regression_nll
+from bayeslayers_jax.metrics import mutual_information as mutual_information
+from bayeslayers_jax.metrics import predictive_entropy as predictive_entropy
+from bayeslayers_jax.metrics import regression_nll as regression_nll
+from bayeslayers_jax.metrics import rmse as rmse
+from bayeslayers_jax.parallel import batch_mesh as batch_mesh
+from bayeslayers_jax.parallel import data_parallel_train_step as data_parallel_train_step
+from bayeslayers_jax.parallel import replicate as replicate
+from bayeslayers_jax.parallel import shard_batch as shard_batch
+from bayeslayers_jax.porting import port_objectrl_layer as port_objectrl_layer
+from bayeslayers_jax.porting import port_objectrl_mlp as port_objectrl_mlp
+from bayeslayers_jax.prediction import ClassPredictive as ClassPredictive
+from bayeslayers_jax.prediction import Predictive as Predictive
+from bayeslayers_jax.prediction import calibrated_noise_var as calibrated_noise_var
+from bayeslayers_jax.prediction import detect_mode as detect_mode
+from bayeslayers_jax.prediction import predictive as predictive
+from bayeslayers_jax.prediction import predictive_probs as predictive_probs
+from bayeslayers_jax.training import FitResult as FitResult
+from bayeslayers_jax.training import fit as fit
+from bayeslayers_jax.training import train_step as train_step
+
+__version__ = "0.2.0"
+
+_workflow_all = [
     "accuracy",
-    "categorical_nll",
-    "brier_score",
-    "expected_calibration_error",
-    "predictive_entropy",
-    "mutual_information",
     "auroc",
-    # training loop
-    "fit",
-    "FitResult",
-    # data-parallel training
+    "brier_score",
+    "calibration_error",
+    "categorical_nll",
+    "expected_calibration_error",
+    "interval_coverage",
+    "mixture_categorical_nll",
+    "mixture_regression_nll",
+    "mutual_information",
+    "predictive_entropy",
+    "regression_nll",
+    "rmse",
     "batch_mesh",
+    "data_parallel_train_step",
     "replicate",
     "shard_batch",
+    "port_objectrl_layer",
+    "port_objectrl_mlp",
+    "ClassPredictive",
+    "Predictive",
+    "calibrated_noise_var",
+    "detect_mode",
+    "predictive",
+    "predictive_probs",
+    "FitResult",
+    "fit",
     "train_step",
-    "data_parallel_train_step",
-    # convolutions, Flipout, pooling of CLT moments
-    "clt_conv_moments",
-    "local_reparameterization_conv",
-    "flipout",
-    "flipout_conv",
-    "avg_pool_moments",
-    "flatten_moments",
-    "FlipoutLinear",
-    "BBBConv",
-    "LRConv",
-    "FlipoutConv",
-    "CLTConv",
-    "CLTConvDet",
 ]
+
+__all__ = ["__version__", "core", "losses", "linen", *_core_all, *_losses_all, *_linen_all, *_workflow_all]

@@ -1,6 +1,6 @@
 """What every Bayesian layer does, whatever front end holds its parameters (private).
 
-The ``flax.linen`` layers (:mod:`bayeslayers_jax.layers`), the ``flax.nnx`` layers and the
+The ``flax.linen`` layers (:mod:`bayeslayers_jax.linen`), the ``flax.nnx`` layers and the
 convolutions are thin wrappers: they own parameters, priors and keys in their framework's
 way and call the functions here for everything else, so that a check, a prior rule, the KL
 or a forward pass is written once:
@@ -33,11 +33,11 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from bayeslayers_jax._checks import as_float_array, check_concrete_real
-from bayeslayers_jax.clt import clt_linear_moments
-from bayeslayers_jax.kl import kl_normal_from_log_std
-from bayeslayers_jax.moments import crelu_moments, relu_moments
-from bayeslayers_jax.sampling import flipout, local_reparameterization, safe_sqrt, sample_weights
-from bayeslayers_jax.transforms import rho_to_log_std, rho_to_std
+from bayeslayers_jax.core._clt import clt_linear_moments
+from bayeslayers_jax.core._kl import kl_normal_from_log_std
+from bayeslayers_jax.core._moments import crelu_moments, relu_moments
+from bayeslayers_jax.core._sampling import flipout, local_reparameterization, safe_sqrt, sample_weights
+from bayeslayers_jax.core._transforms import rho_to_log_std, rho_to_std
 
 Array = jax.Array
 Dtype = Any
@@ -50,6 +50,11 @@ ACTS = ("relu", "crelu")
 
 PARAM_NAMES = ("weight_mu", "weight_rho", "bias_mu", "bias_rho")
 
+#: Kaiming-uniform with ``a = sqrt(5)`` (PyTorch's ``nn.Linear`` default):
+#: ``gain = sqrt(2 / (1 + a**2)) = sqrt(1/3)``, ``bound = sqrt(3) * gain / sqrt(fan_in)
+#: = 1 / sqrt(fan_in)``; the same as ``variance_scaling(1/3, 'fan_in', 'uniform')``.
+default_weight_mu_init: Any = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
 
 class AffineMap(NamedTuple):
     """The linear map of a layer family and its three uses.
@@ -59,11 +64,11 @@ class AffineMap(NamedTuple):
             (``bias`` may be ``None``).
         local_reparameterization: ``(key, x, weight_mu, weight_std, bias_mu, bias_std)`` to
             a sample of the pre-activations
-            (:func:`~bayeslayers_jax.sampling.local_reparameterization` for dense layers).
+            (:func:`~bayeslayers_jax.local_reparameterization` for dense layers).
         moments: ``(mu, var, weight_mu, weight_var, bias_mu, bias_var)`` to the output
-            ``(mean, var)`` (:func:`~bayeslayers_jax.clt.clt_linear_moments`).
+            ``(mean, var)`` (:func:`~bayeslayers_jax.clt_linear_moments`).
         flipout: ``(key, x, weight_mu, weight_std, bias_mu, bias_std)`` to a Flipout sample
-            (:func:`~bayeslayers_jax.sampling.flipout` for dense layers).
+            (:func:`~bayeslayers_jax.flipout` for dense layers).
     """
 
     apply: Callable[..., Array]
@@ -290,7 +295,7 @@ def layer_kl(params: dict[str, Array], priors: dict[str, Array], use_softplus: b
     """Closed-form ``KL(q || p)`` of a layer, summed over weights and biases.
 
     Computed from ``rho`` (log std), never ``log(exp(rho))``: exact and finite where
-    ``exp(rho)`` underflows (:func:`~bayeslayers_jax.kl.kl_normal_from_log_std`).
+    ``exp(rho)`` underflows (:func:`~bayeslayers_jax.kl_normal_from_log_std`).
     """
     terms = [("weight_mu", "weight_rho", "weight_mean", "weight_std")]
     if "bias_rho" in params:
@@ -359,7 +364,7 @@ def bbb_forward(
     """Bayes by Backprop: one weight sample (shared by the batch), then the affine map.
 
     The weights and the bias are drawn in one call of
-    :func:`~bayeslayers_jax.sampling.sample_weights`, the bias stacked as the flattened
+    :func:`~bayeslayers_jax.sample_weights`, the bias stacked as the flattened
     kernel's last row: one bit-generator call per layer (measured faster than a key split
     and two draws).
     """

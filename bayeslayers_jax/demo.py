@@ -23,7 +23,7 @@ Modelling choices (and why):
   intervals the calibrated way: the noise is refitted on a validation set of another 20
   points (:func:`~bayeslayers_jax.calibrated_noise_var`), because the learned one contains
   the training-set epistemic variance and the predictive would count it twice (see
-  :mod:`bayeslayers_jax.noise`). The table then also lists both noise stds (the truth is 3).
+  :class:`~bayeslayers_jax.LearnedNoise`). The table then also lists both noise stds (the truth is 3).
   Measured (seed 0, 3000 steps): with 20 points the noise is not identified; the Bayesian
   networks settle on "everything is noise" (learned std about 41, RMSE about 25; the
   calibrated noise is then 0, as the epistemic variance already over-covers) and MAP learns
@@ -68,12 +68,9 @@ import numpy as np
 import optax
 from functools import partial
 
-from bayeslayers_jax.layers import update_prior
 from bayeslayers_jax.metrics import interval_coverage, regression_nll, rmse
-from bayeslayers_jax.mlp import BayesianMLP
-from bayeslayers_jax.noise import LearnedNoise, learned_noise_var
-from bayeslayers_jax.objectives import elbo_loss
-from bayeslayers_jax.predictive import calibrated_noise_var, predictive
+from bayeslayers_jax.linen import BayesianMLP, LearnedNoise, elbo_loss, learned_noise_var, update_prior
+from bayeslayers_jax.prediction import calibrated_noise_var, predictive
 
 __all__ = ["METHODS", "make_toy_data", "train_model", "run_demo", "format_table", "main"]
 

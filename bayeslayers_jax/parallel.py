@@ -47,11 +47,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from bayeslayers_jax.training import train_step
+
 __all__ = [
     "batch_mesh",
     "replicate",
     "shard_batch",
-    "train_step",
     "data_parallel_train_step",
 ]
 
@@ -141,48 +142,6 @@ def _axis(mesh: Mesh, axis_name: str | None) -> str:
     return axis_name
 
 
-def train_step(
-    loss_fn: Callable[..., Any], optimizer: optax.GradientTransformation, *, has_aux: bool = False
-) -> Callable[..., Any]:
-    """The plain (unjitted, single-program) optimizer step for ``loss_fn``.
-
-    Args:
-      loss_fn: ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)`` with ``has_aux``),
-        e.g. built with :func:`bayeslayers_jax.elbo_loss`.
-      optimizer: an optax gradient transformation.
-      has_aux: whether ``loss_fn`` also returns auxiliary outputs.
-
-    Returns:
-      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)`` (``loss`` is
-      ``(loss, aux)`` with ``has_aux``).
-
-    Examples:
-      Least squares for ``y = 2 x`` (any ``loss_fn(params, batch, key)`` works the same way):
-
-      >>> import jax, jax.numpy as jnp, optax
-      >>> from bayeslayers_jax import train_step
-      >>> def loss_fn(params, batch, key):
-      ...     x, y = batch
-      ...     return jnp.mean((params["w"] * x - y) ** 2)
-      >>> optimizer = optax.sgd(0.1)
-      >>> step = jax.jit(train_step(loss_fn, optimizer))
-      >>> params = {"w": jnp.zeros(())}
-      >>> opt_state = optimizer.init(params)
-      >>> batch = (jnp.array([1.0, 2.0]), jnp.array([2.0, 4.0]))
-      >>> for _ in range(50):
-      ...     params, opt_state, loss = step(params, opt_state, batch, jax.random.key(0))
-      >>> print(round(float(params["w"]), 4), float(loss) < 1e-6)
-      2.0 True
-    """
-
-    def step(params, opt_state, batch, key):
-        loss, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, batch, key)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
-
-
 def data_parallel_train_step(
     loss_fn: Callable[..., Any],
     optimizer: optax.GradientTransformation,
@@ -214,7 +173,7 @@ def data_parallel_train_step(
       outputs. Pass a batch from :func:`shard_batch` (or any array; jit moves it).
 
     Examples:
-      The least-squares problem of :func:`train_step`, its batch split over all devices:
+      The least-squares problem of :func:`~bayeslayers_jax.train_step`, its batch split over all devices:
 
       >>> import jax, jax.numpy as jnp, optax
       >>> from bayeslayers_jax import batch_mesh, data_parallel_train_step, replicate, shard_batch

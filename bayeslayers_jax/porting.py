@@ -16,7 +16,7 @@ keys read ``model.<index>.<name>`` where ``<index>`` counts the activation modul
 (``0, 2, 4, ...`` for ``'bbb'``/``'lr'``; ``0, 1, 2, ...`` for the CLT types).
 :func:`port_objectrl_mlp` accepts any common prefix (``''``, ``'model.'``,
 ``'critic.model.'``...) followed by ``<index>.<name>`` and maps the layers, in increasing
-``<index>`` order, onto ``layers_0, layers_1, ...`` of a :class:`~bayeslayers_jax.mlp.BayesianMLP`.
+``<index>`` order, onto ``layers_0, layers_1, ...`` of a :class:`~bayeslayers_jax.BayesianMLP`.
 
 Convert a PyTorch state dict to NumPy first, e.g.
 ``{k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}``.
@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeslayers_jax._layer_core import prior_array
-from bayeslayers_jax.layers import BBBLinear, CLTLinear, CLTLinearDet, LRLinear
-from bayeslayers_jax.mlp import LAYER_TYPES, BayesianMLP
+from bayeslayers_jax.linen import LAYER_TYPES, BayesianMLP, BBBLinear, CLTLinear, CLTLinearDet, LRLinear
 
 __all__ = ["port_objectrl_layer", "port_objectrl_mlp", "OBJECTRL_KEYS"]
 
@@ -226,7 +225,7 @@ def port_objectrl_mlp(state_dict: Mapping[str, Any], model: BayesianMLP) -> dict
 
     Args:
         state_dict: NumPy arrays in PyTorch layout.
-        model: the :class:`~bayeslayers_jax.mlp.BayesianMLP` to load into (its
+        model: the :class:`~bayeslayers_jax.BayesianMLP` to load into (its
             ``layer_type``, ``act``, ``features`` and ``use_bias`` must match the ObjectRL
             network).
 

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bayeslayers_jax.objectives import make_elbo_loss_fn
+from bayeslayers_jax.linen import make_elbo_loss_fn
 
-__all__ = ["FitResult", "fit"]
+__all__ = ["FitResult", "fit", "train_step"]
 
 
 class FitResult(NamedTuple):
@@ -123,16 +123,13 @@ def fit(model, variables, x, y, *, epochs, batch_size, optimizer, key, loss_fn=N
     steps = n // batch_size
     data = (x, y)
 
+    one_step = train_step(loss_fn, optimizer, has_aux=True)
+
     def step(carry, inputs):
         params, opt_state = carry
         idx, k = inputs
         batch = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, k)
-        # optax computes float ** int32 (Adam's bias correction, schedules): standard promotion
-        # there, so fit also runs under jax_numpy_dtype_promotion='strict'.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
+        params, opt_state, (loss, aux) = one_step(params, opt_state, batch, k)
         return (params, opt_state), (loss, aux)
 
     @jax.jit
@@ -153,3 +150,49 @@ def fit(model, variables, x, y, *, epochs, batch_size, optimizer, key, loss_fn=N
             callback(e, jax.tree.map(lambda a: a.item() if a.ndim == 0 else np.asarray(a), means))
     history = jax.tree.map(lambda *a: jnp.stack(a), *records)
     return FitResult(params=params, opt_state=opt_state, history=history)
+
+
+def train_step(
+    loss_fn: Callable[..., Any], optimizer: optax.GradientTransformation, *, has_aux: bool = False
+) -> Callable[..., Any]:
+    """The plain (unjitted, single-program) optimizer step for ``loss_fn``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key) -> loss`` (or ``(loss, aux)`` with ``has_aux``),
+        e.g. built with :func:`bayeslayers_jax.elbo_loss`.
+      optimizer: an optax gradient transformation.
+      has_aux: whether ``loss_fn`` also returns auxiliary outputs.
+
+    Returns:
+      ``step(params, opt_state, batch, key) -> (params, opt_state, loss)`` (``loss`` is
+      ``(loss, aux)`` with ``has_aux``).
+
+    Examples:
+      Least squares for ``y = 2 x`` (any ``loss_fn(params, batch, key)`` works the same way):
+
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from bayeslayers_jax import train_step
+      >>> def loss_fn(params, batch, key):
+      ...     x, y = batch
+      ...     return jnp.mean((params["w"] * x - y) ** 2)
+      >>> optimizer = optax.sgd(0.1)
+      >>> step = jax.jit(train_step(loss_fn, optimizer))
+      >>> params = {"w": jnp.zeros(())}
+      >>> opt_state = optimizer.init(params)
+      >>> batch = (jnp.array([1.0, 2.0]), jnp.array([2.0, 4.0]))
+      >>> for _ in range(50):
+      ...     params, opt_state, loss = step(params, opt_state, batch, jax.random.key(0))
+      >>> print(round(float(params["w"]), 4), float(loss) < 1e-6)
+      2.0 True
+    """
+
+    def step(params, opt_state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, batch, key)
+        # optax computes float ** int32 (Adam's bias correction, schedules): standard promotion
+        # there, so the step also runs under jax_numpy_dtype_promotion='strict'.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return params, opt_state, loss
+
+    return step

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import optax
 
 import bayeslayers_jax as bl
-from bayeslayers_jax.mlp import BayesianMLP
-from bayeslayers_jax.objectives import elbo_loss, gaussian_nll
+from bayeslayers_jax import BayesianMLP
+from bayeslayers_jax import elbo_loss, gaussian_nll
 
 from benchmarks.flops import METHODS, Shape
 

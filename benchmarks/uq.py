@@ -38,7 +38,7 @@ its moment-matched Gaussian and of the mixture itself
 (:func:`bayeslayers_jax.mixture_regression_nll`), the RMSE of its mean, the coverage of its
 central 95% interval and the learned noise std; and the NLL and coverage with the noise
 refitted on the validation part (:func:`bayeslayers_jax.fit_noise_var`: the learned noise
-counts the training-set epistemic variance twice, see :mod:`bayeslayers_jax.noise`).
+counts the training-set epistemic variance twice, see :class:`bayeslayers_jax.LearnedNoise`).
 Classification: the predictive probabilities of :func:`bayeslayers_jax.predictive_probs`
 (sample average, member average, or CLT's probit approximation), their NLL, accuracy and
 expected calibration error (15 bins), and on digits the AUROC of separating OOD from
@@ -102,7 +102,7 @@ from bayeslayers_jax import (
     regression_nll,
     rmse,
 )
-from bayeslayers_jax.noise import NOISE_PARAM
+from bayeslayers_jax import NOISE_PARAM
 from benchmarks.timing import compile_jitted
 from benchmarks.uq_baselines import DropoutMLP, l2_penalty, mc_dropout_outputs
 
@@ -458,7 +458,7 @@ def _regression_metrics(pred, y, y_scale, n_val, n_test):
     noise = jnp.mean(noise_c, axis=0)
     val, test = slice(0, n_val), slice(n_val, n_val + n_test)
     log_scale = jnp.log(y_scale)
-    # The noise refitted on the validation part: calibrated intervals (bayeslayers_jax.noise).
+    # The noise refitted on the validation part: calibrated intervals (bayeslayers_jax.fit_noise_var).
     val_noise = fit_noise_var(y[val], mean[val], epistemic[val])  # (D,)
     cal_var = epistemic + jnp.broadcast_to(val_noise, epistemic.shape)
     t, m = y[test], mean[test]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bayeslayers_jax import clt_linear_moments, sample_weights
-from bayeslayers_jax.clt import clt_conv_moments
+from bayeslayers_jax.core import clt_conv_moments
 from conv_montecarlo import CONV_CASES, assert_moments_within_4se, case_arrays, sample_outputs
 
 N = 40_000

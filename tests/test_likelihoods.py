@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from bayeslayers_jax import BayesianMLP, Ensemble, elbo_loss
-from bayeslayers_jax.likelihoods import (
+from bayeslayers_jax import (
     DEFAULT_LOGIT_SAMPLES,
     bernoulli_nll_from_logits,
     expected_bernoulli_nll_mc,
@@ -26,7 +26,7 @@ from bayeslayers_jax.likelihoods import (
     heteroscedastic_gaussian_nll,
     split_heteroscedastic,
 )
-from bayeslayers_jax.objectives import categorical_nll_from_logits, expected_categorical_nll_bound
+from bayeslayers_jax import categorical_nll_from_logits, expected_categorical_nll_bound
 
 mp.mp.dps = 30
 

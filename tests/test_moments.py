@@ -398,7 +398,7 @@ def test_float32_tail_ratio_polynomials_match_mpmath_to_a_few_ulps():
     The fits' own error is below 3e-7 (tools/fit_relu_moment_rationals.py); float32 rounding of
     r, q and Horner's rule adds a few ulps: the bound is 16 eps in relative error, exact at 0.
     """
-    from bayeslayers_jax.moments import _tail_ratios
+    from bayeslayers_jax.core._moments import _tail_ratios
 
     t = np.unique(np.concatenate([[0.0], np.linspace(0, 12, 601), np.geomspace(1e-7, 1e6, 600)]).astype(np.float32))
     got = [np.asarray(x, np.float64) for x in _tail_ratios(jnp.asarray(t), jnp.zeros_like(jnp.asarray(t)))]

@@ -117,8 +117,8 @@ def test_init_distributions_match_linen():
         # mean: sd bound/sqrt(3n); variance: sd of (w^2 - bound^2/3) is bound^2 * sqrt(4/45) / sqrt(n)
         assert abs(w.mean()) < 5 * bound / np.sqrt(3 * n)
         assert abs(np.mean(w**2) - bound**2 / 3) < 5 * bound**2 * np.sqrt(4 / 45) / np.sqrt(n)
-    assert np.all(np.asarray(layer.weight_rho[...]) == bl.layers.INIT_RHO)
-    assert np.all(np.asarray(layer.bias_rho[...]) == bl.layers.INIT_RHO)
+    assert np.all(np.asarray(layer.weight_rho[...]) == bl._layer_core.INIT_RHO)
+    assert np.all(np.asarray(layer.bias_rho[...]) == bl._layer_core.INIT_RHO)
     assert layer.weight_mu.dtype == F64
     assert bnnx.BBBLinear(2, 3, rngs=nnx.Rngs(0)).weight_mu.dtype == jnp.float32  # the default param_dtype
 
@@ -379,7 +379,7 @@ def test_elbo_equals_linen(layer_type, map):
     if layer_type in SAMPLING and not map:
         # linen's elbo_loss draws from the 'sample' stream; the same noise comes from rng=key
         out, state = linen.apply(variables, x, rng=key, mutable=["kl"])
-        ref = bl.objectives.elbo_from_outputs(out, y, bl.total_kl(state), num_train_examples=50, noise_var=0.2)
+        ref = bl.elbo_from_outputs(out, y, bl.total_kl(state), num_train_examples=50, noise_var=0.2)
     else:
         ref = bl.elbo_loss(linen, variables, x, y, num_train_examples=50, noise_var=0.2, map=map)
     _close(got, ref)

@@ -3,7 +3,7 @@ log-likelihood against Monte Carlo, and the probit approximation's stated accura
 
 Tolerances: hand-computed float64 values to 1e-12 relative; Monte Carlo within 4 standard
 errors (SE estimated from the samples); probit bounds as stated in
-``bayeslayers_jax.objectives.probit_log_softmax`` (plus 4 Monte Carlo SE where the truth is
+``bayeslayers_jax.probit_log_softmax`` (plus 4 Monte Carlo SE where the truth is
 Monte Carlo).
 """
 
@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayeslayers_jax.mlp import BayesianMLP
-from bayeslayers_jax.objectives import (
+from bayeslayers_jax import BayesianMLP
+from bayeslayers_jax import (
     categorical_nll_from_logits,
     elbo_loss,
     expected_categorical_nll_bound,
@@ -232,7 +232,7 @@ def test_expected_categorical_nll_bound_brackets_the_monte_carlo_expectation():
 # ----------------------------------------------------------------------------- ensembles
 import flax.linen as nn  # noqa: E402
 
-from bayeslayers_jax.ensemble import Ensemble, member  # noqa: E402
+from bayeslayers_jax import Ensemble, member  # noqa: E402
 
 M = 3
 

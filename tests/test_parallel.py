@@ -30,8 +30,8 @@ SCRIPT = textwrap.dedent(
     # is rejected by it; our own code runs under strict promotion in the other tests.
     jax.config.update("jax_numpy_rank_promotion", "raise")
     from bayeslayers_jax import BayesianMLP, make_elbo_loss_fn
-    from bayeslayers_jax.parallel import (batch_mesh, data_parallel_train_step, replicate,
-                                          shard_batch, train_step)
+    from bayeslayers_jax import (batch_mesh, data_parallel_train_step, replicate,
+                                 shard_batch, train_step)
 
     assert len(jax.devices()) == 4, jax.devices()
     mesh = batch_mesh()

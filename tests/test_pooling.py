@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayeslayers_jax.pooling import avg_pool_moments, flatten_moments
+from bayeslayers_jax.core import avg_pool_moments, flatten_moments
 from conv_montecarlo import assert_moments_within_4se
 
 

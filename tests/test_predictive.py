@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayeslayers_jax.mlp import BayesianMLP
-from bayeslayers_jax.objectives import probit_softmax
-from bayeslayers_jax.predictive import detect_mode, predictive, predictive_probs
+from bayeslayers_jax import BayesianMLP
+from bayeslayers_jax import probit_softmax
+from bayeslayers_jax import detect_mode, predictive, predictive_probs
 
 S = 4000
 
@@ -124,7 +124,7 @@ def test_predictive_probs(setup):
 
 
 # ----------------------------------------------------------------------------- ensembles
-from bayeslayers_jax.ensemble import Ensemble, member  # noqa: E402
+from bayeslayers_jax import Ensemble, member  # noqa: E402
 
 M = 3
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bayeslayers_jax import local_reparameterization, sample_weights
-from bayeslayers_jax.clt import clt_conv_moments, clt_linear_moments
-from bayeslayers_jax.sampling import flipout, flipout_conv, local_reparameterization_conv
+from bayeslayers_jax.core import clt_conv_moments, clt_linear_moments
+from bayeslayers_jax.core import flipout, flipout_conv, local_reparameterization_conv
 from conv_montecarlo import CONV_CASES, assert_moments_within_4se, case_arrays, sample_outputs
 
 
@@ -87,7 +87,7 @@ def test_errors_name_the_arguments():
 
 
 def test_safe_sqrt_propagates_nan_and_negative_with_a_zero_gradient_at_zero():
-    from bayeslayers_jax.sampling import safe_sqrt
+    from bayeslayers_jax.core import safe_sqrt
 
     v = jnp.array([4.0, 0.0, -1.0, np.nan])
     out = safe_sqrt(v)

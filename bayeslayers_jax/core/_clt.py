@@ -2,7 +2,7 @@
 
 One implementation, :func:`_clt_moments`, serves every linear map: the dense product
 (:func:`clt_linear_moments`) and the convolution (:func:`clt_conv_moments`); see
-:mod:`bayeslayers_jax._linear_map`.
+:mod:`bayeslayers_jax.core`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from bayeslayers_jax._linear_map import DENSE, Conv, Padding
+from bayeslayers_jax.core._linear_map import DENSE, Conv, Padding
 from bayeslayers_jax._checks import (
     as_float_array,
     check_bias,

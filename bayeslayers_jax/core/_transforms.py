@@ -110,7 +110,7 @@ def rho_to_log_std(rho: jax.Array, use_softplus: bool = False) -> jax.Array:
     returned there; above it ``log(softplus(rho))`` is accurate. So the log std is exact and
     finite for every finite ``rho``, where the std itself underflows to 0 (``rho`` below
     about -87.3 in float32 for ``exp``, -103 for ``softplus``), which keeps a KL computed
-    from it (:func:`~bayeslayers_jax.kl.kl_normal_from_log_std`) finite.
+    from it (:func:`~bayeslayers_jax.kl_normal_from_log_std`) finite.
 
     Args:
       rho: unconstrained floating array.

@@ -82,7 +82,7 @@ def kl_normal_from_log_std(
        \quad \ell = \log\sigma_q - \log\sigma_p
 
     A layer with ``std = exp(rho)`` passes ``log_std_q = rho`` (and with ``softplus``,
-    :func:`~bayeslayers_jax.transforms.rho_to_log_std`): no ``log(exp(rho))`` round trip,
+    :func:`~bayeslayers_jax.rho_to_log_std`): no ``log(exp(rho))`` round trip,
     so the KL and its gradient ``d KL / d rho = e^{2\ell} - 1`` stay exact and finite where
     ``exp(rho)`` underflows (``rho < -87.3`` in float32, where :func:`kl_normal` of the
     underflowed std is ``+inf``), and a KL term weighted by 0 is 0.

@@ -7,20 +7,20 @@ The convolution fields and conventions are those of :class:`flax.linen.Conv`: ``
 channels last, any number of spatial axes, any number of leading batch axes. The convolution
 fields are keyword-only: ``BBBConv(8, kernel_size=(3, 3))``.
 
-Everything else is the dense layers' (:mod:`bayeslayers_jax.layers`): the same fields
+Everything else is the dense layers' (:mod:`bayeslayers_jax.linen`): the same fields
 (priors, ``use_softplus``, ``map``, ``rng_collection``, ``dtype``, initializers), the same
 parameter names ``weight_mu``, ``weight_rho`` (kernel shape
 ``(*kernel_size, in_features // feature_group_count, features)``), ``bias_mu``,
 ``bias_rho``, the ``'prior'`` collection, the KL sown into ``'kl'``, the key rules and the
 errors; the layers are thin wrappers over the shared layer core and the pure functions
-:func:`~bayeslayers_jax.clt.clt_conv_moments`,
-:func:`~bayeslayers_jax.sampling.local_reparameterization_conv` and
-:func:`~bayeslayers_jax.sampling.flipout_conv`. The initial means follow the reference:
+:func:`~bayeslayers_jax.clt_conv_moments`,
+:func:`~bayeslayers_jax.local_reparameterization_conv` and
+:func:`~bayeslayers_jax.flipout_conv`. The initial means follow the reference:
 kaiming-uniform over the fan-in ``prod(kernel_size) * in_features / feature_group_count``
 and a bias uniform in ``±1/sqrt(fan_in)`` (as ``torch.nn.Conv2d``).
 
-A CLT conv net ends with :func:`~bayeslayers_jax.pooling.avg_pool_moments` and
-:func:`~bayeslayers_jax.pooling.flatten_moments` before a dense :class:`CLTLinear` head.
+A CLT conv net ends with :func:`~bayeslayers_jax.avg_pool_moments` and
+:func:`~bayeslayers_jax.flatten_moments` before a dense :class:`CLTLinear` head.
 
 Examples:
     >>> import jax, jax.numpy as jnp
@@ -45,10 +45,10 @@ import flax.linen as nn
 import jax
 
 from bayeslayers_jax import _layer_core as core
-from bayeslayers_jax._linear_map import Conv, Padding
-from bayeslayers_jax.clt import clt_conv_moments
-from bayeslayers_jax.layers import _BayesianLinearBase
-from bayeslayers_jax.sampling import flipout_conv, local_reparameterization_conv
+from bayeslayers_jax.core._linear_map import Conv, Padding
+from bayeslayers_jax.core._clt import clt_conv_moments
+from bayeslayers_jax.linen._linear import BayesianLinearBase
+from bayeslayers_jax.core._sampling import flipout_conv, local_reparameterization_conv
 
 __all__ = ["BBBConv", "LRConv", "FlipoutConv", "CLTConv", "CLTConvDet", "conv_affine_map"]
 
@@ -105,7 +105,7 @@ def _kw(default: Any) -> Any:
     return dataclasses.field(default=default, kw_only=True)
 
 
-class _BayesianConvBase(_BayesianLinearBase):
+class _BayesianConvBase(BayesianLinearBase):
     """The convolution fields over the dense layers' fields and parameter handling (private)."""
 
     kernel_size: int | Sequence[int] = dataclasses.field(kw_only=True)
@@ -166,7 +166,7 @@ class BBBConv(_BayesianConvBase):
 
     Fields: :class:`flax.linen.Conv`'s (keyword-only, see the module docstring) and
     :class:`~bayeslayers_jax.BBBLinear`'s; the kernel and bias are drawn in one call of
-    :func:`~bayeslayers_jax.sampling.sample_weights` exactly as :class:`BBBLinear` draws
+    :func:`~bayeslayers_jax.sample_weights` exactly as :class:`BBBLinear` draws
     them (bias stacked under the flattened kernel).
 
     References:
@@ -206,7 +206,7 @@ class LRConv(_BayesianConvBase):
         y = m + \\sqrt v \\odot \\varepsilon
 
     with one ``eps`` per output element
-    (:func:`~bayeslayers_jax.sampling.local_reparameterization_conv`). Each output has its
+    (:func:`~bayeslayers_jax.local_reparameterization_conv`). Each output has its
     exact marginal, but the outputs of one example are independent (a kernel sample would
     correlate neighbouring positions). Fields as :class:`BBBConv`.
 
@@ -239,7 +239,7 @@ class FlipoutConv(_BayesianConvBase):
 
     with signs per example and channel (broadcast over space), so each example sees one
     kernel distributed exactly as :class:`BBBConv`'s
-    (:func:`~bayeslayers_jax.sampling.flipout_conv`). Fields as :class:`BBBConv`.
+    (:func:`~bayeslayers_jax.flipout_conv`). Fields as :class:`BBBConv`.
 
     References:
         Wen et al., "Flipout: Efficient Pseudo-Independent Weight Perturbations on
@@ -270,7 +270,7 @@ class CLTConv(_BayesianConvBase):
         v = (\\mathrm{var} + \\mu^2) \\star \\sigma_K^2 + \\mathrm{var} \\star \\mu_K^2
         + \\sigma_b^2
 
-    (:func:`~bayeslayers_jax.clt.clt_conv_moments`), then, unless ``is_output``, ReLU or
+    (:func:`~bayeslayers_jax.clt_conv_moments`), then, unless ``is_output``, ReLU or
     CReLU moment matching (CReLU doubles the channels). ``var=None``, ``is_input``,
     ``is_output``, ``act`` and MAP mode as for :class:`~bayeslayers_jax.CLTLinear`.
     Fields: :class:`BBBConv`'s plus ``act``, ``is_input``, ``is_output``.

@@ -37,7 +37,7 @@ import jax
 import flax.linen as nn
 import numpy as np
 
-__all__ = ["Ensemble", "is_ensemble", "ensemble_size", "member"]
+__all__ = ["Ensemble", "is_ensemble", "ensemble_size"]
 
 
 class Ensemble(nn.Module):
@@ -155,28 +155,3 @@ def ensemble_size(model: Any) -> int | None:
     return int(model.size) if isinstance(model, Ensemble) else None
 
 
-def member(variables: Any, index: int) -> Any:
-    """Member ``index``'s variables from an ensemble's stacked variables (usable with ``module.apply``).
-
-    Args:
-      variables: an :class:`Ensemble`'s variables (every leaf has the member axis first).
-      index: the member, ``0 <= index < size``.
-
-    Returns:
-      The same tree with the member axis indexed away.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp, flax.linen as nn
-      >>> from bayeslayers_jax import Ensemble
-      >>> ens = Ensemble(nn.Dense(2), 3)
-      >>> v = ens.init(jax.random.key(0), jnp.ones((1, 4)))
-      >>> member(v, 1)['params']['kernel'].shape
-      (4, 2)
-    """
-    leaves = jax.tree_util.tree_leaves(variables)
-    if not leaves:
-        raise ValueError("variables hold no arrays")
-    size = int(np.shape(leaves[0])[0]) if np.ndim(leaves[0]) else 0
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < size:
-        raise ValueError(f"index must be an int in [0, {size}) (the member axis), got {index!r}")
-    return jax.tree.map(lambda a: a[index], variables)

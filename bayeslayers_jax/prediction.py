@@ -56,12 +56,10 @@ import jax.numpy as jnp
 
 
 from bayeslayers_jax._checks import check_concrete_real
-from bayeslayers_jax.ensemble import is_ensemble
-from bayeslayers_jax.layers import without_kl
-from bayeslayers_jax.likelihoods import split_heteroscedastic
-from bayeslayers_jax.noise import fit_noise_var, learned_noise_var
-from bayeslayers_jax.objectives import _as_inputs, probit_softmax
-from bayeslayers_jax.sampling import safe_sqrt
+from bayeslayers_jax.linen import is_ensemble, learned_noise_var, without_kl
+from bayeslayers_jax.losses import fit_noise_var, probit_softmax, split_heteroscedastic
+from bayeslayers_jax.losses._elbo import as_inputs
+from bayeslayers_jax.core._sampling import safe_sqrt
 
 __all__ = ["Predictive", "ClassPredictive", "predictive", "predictive_probs", "calibrated_noise_var", "detect_mode"]
 
@@ -114,7 +112,7 @@ def detect_mode(model, variables, x):
     variables = without_kl(variables)
 
     def apply(v, inputs):
-        return model.apply(v, *_as_inputs(inputs), rngs={"sample": jax.random.key(0)})
+        return model.apply(v, *as_inputs(inputs), rngs={"sample": jax.random.key(0)})
 
     out = jax.eval_shape(apply, variables, x)
     return "clt" if isinstance(out, tuple) else "sample"
@@ -135,18 +133,18 @@ def _resolve_mode(model, variables, x, mode, key):
 
 def _sample_outputs(model, variables, x, key, num_samples):
     keys = jax.random.split(key, num_samples)
-    return jax.vmap(lambda k: model.apply(variables, *_as_inputs(x), rngs={"sample": k}))(keys)
+    return jax.vmap(lambda k: model.apply(variables, *as_inputs(x), rngs={"sample": k}))(keys)
 
 
 def _clt_outputs(model, variables, x):
-    mean, var = model.apply(variables, *_as_inputs(x))
+    mean, var = model.apply(variables, *as_inputs(x))
     if var is None:
         var = jnp.zeros_like(mean)
     return mean, var
 
 
 def _map_outputs(model, variables, x):
-    out = model.apply(variables, *_as_inputs(x), map=True)
+    out = model.apply(variables, *as_inputs(x), map=True)
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -237,7 +235,7 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
     model without one; an explicit ``noise_var`` replaces it, e.g. the noise refitted on
     validation data by :func:`calibrated_noise_var`, which is how to report calibrated
     intervals of a model trained with a learned noise (the learned one counts the
-    epistemic variance twice, see :mod:`bayeslayers_jax.noise`).
+    epistemic variance twice, see :class:`~bayeslayers_jax.LearnedNoise`).
 
     **Heteroscedastic models** (``likelihood='heteroscedastic'``: ``2 D`` outputs, means then
     log-variances :math:`s`, see :func:`~bayeslayers_jax.split_heteroscedastic`): the mean and
@@ -315,7 +313,7 @@ def calibrated_noise_var(model, variables, x_val, y_val, *, key=None, num_sample
     targets: the noise variance that maximizes their likelihood under the full predictive
     :math:`\mathcal N(\bar f(x), \mathrm{Var}_q[f(x)] + s^2)`. Pass it to
     ``predictive(..., noise_var=...)`` on test data. This corrects the double counting of a
-    noise learned on the training set (see :mod:`bayeslayers_jax.noise`), and works for any
+    noise learned on the training set (see :class:`~bayeslayers_jax.LearnedNoise`), and works for any
     model (learned noise or not; a fixed ``noise_var`` used in training is replaced too).
 
     Args:

@@ -1,7 +1,7 @@
 """Reparameterized sampling: Bayes by Backprop weights, local reparameterization, Flipout.
 
 Local reparameterization and Flipout are each written once, against a linear map (the dense
-product or a convolution, :mod:`bayeslayers_jax._linear_map`): :func:`local_reparameterization`
+product or a convolution, :mod:`bayeslayers_jax.core`): :func:`local_reparameterization`
 and :func:`local_reparameterization_conv`, :func:`flipout` and :func:`flipout_conv` are the
 two instances of each.
 """
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from bayeslayers_jax._checks import as_float_array, check_bias, check_same_shape
-from bayeslayers_jax._linear_map import DENSE, Conv, Padding
+from bayeslayers_jax.core._linear_map import DENSE, Conv, Padding
 
 __all__ = [
     "sample_weights",

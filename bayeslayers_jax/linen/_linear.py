@@ -1,62 +1,6 @@
-"""Bayesian linear layers as ``flax.linen`` modules.
+"""The dense Bayesian layers (BBB, LR, Flipout, CLT, CLT-Det) as ``flax.linen`` modules.
 
-Each module only gathers its parameters, its prior and its PRNG key and then calls the
-pure functions of this package (:mod:`bayeslayers_jax.sampling`,
-:mod:`bayeslayers_jax.clt`, :mod:`bayeslayers_jax.moments`, :mod:`bayeslayers_jax.kl`).
-
-Conventions (shared by every layer here):
-
-* Parameters live in the ``'params'`` collection: ``weight_mu`` and ``weight_rho`` of shape
-  ``(in_features, features)`` (Flax layout; PyTorch/ObjectRL stores ``(out, in)``) and
-  ``bias_mu``, ``bias_rho`` of shape ``(features,)``. The standard deviation is
-  ``exp(rho)``, or ``softplus(rho)`` with ``use_softplus=True``.
-* Initial values follow the reference (and ``torch.nn.Linear``): ``weight_mu`` is
-  kaiming-uniform with ``a = sqrt(5)``, i.e. ``U(-1/sqrt(in), 1/sqrt(in))``; ``bias_mu`` is
-  ``U(-1/sqrt(in), 1/sqrt(in))``; every ``rho`` is ``-4.6`` (std about ``0.01``).
-* The Gaussian prior lives in the non-trainable ``'prior'`` collection as ``weight_mean``,
-  ``weight_std``, ``bias_mean`` and ``bias_std``; each is a scalar or an array of the
-  weight's (bias's) shape. Replacing that subtree is the reference's ``update_prior``.
-* ``layer.apply(variables, method='kl')`` returns the closed-form KL divergence of the
-  layer; during every forward pass the layer also sows it into the ``'kl'`` collection, so
-  ``apply(..., mutable=['kl'])`` collects a whole model's KL and :func:`total_kl` sums it.
-* ``map`` (maximum a posteriori: means only, no noise, never a key) is set on the module or
-  at the call, like ``flax.linen.Dropout.deterministic``; when neither sets it the layer
-  samples (the reference's default).
-* Sampling keys come from ``rng=`` at the call or from ``rngs={'sample': key}`` at
-  ``apply`` (stream name set by ``rng_collection``), and the two give different noise for
-  the same ``key``:
-
-  - ``rng=key`` uses ``key`` itself: :class:`BBBLinear` draws its weights (and bias, as
-    the kernel's last row) in one call ``sample_weights(key, ...)`` and
-    :class:`LRLinear` calls ``local_reparameterization(key, ...)``, so the pure functions
-    reproduce the layer exactly;
-  - the stream uses ``self.make_rng('sample')``: the key Flax derives from ``key``, the
-    layer's path in the model and the number of keys already drawn from that stream in this
-    ``apply``. So every layer of a model gets its own noise from one ``key``, and a layer
-    applied alone with ``rngs={'sample': key}`` gives the noise of ``rng=k`` with ``k`` the
-    key a top-level module's ``make_rng('sample')`` returns for ``key``.
-
-  Either way the same key (and, for the stream, the same model) gives the same noise,
-  which is the JAX form of the reference's ``manual_reset``; a new key
-  (``jax.random.split``) gives a fresh draw. A sampling call with neither raises a
-  ``ValueError``; the layer never falls back to another stream. Only during ``init`` does
-  a missing key not raise: the layer then returns its mean (MAP) output, because ``init``
-  only needs the shapes.
-
-Examples:
-    >>> import jax, jax.numpy as jnp
-    >>> from bayeslayers_jax import LRLinear
-    >>> x = jnp.ones((2, 3))
-    >>> layer = LRLinear(4)
-    >>> variables = layer.init(jax.random.key(0), x)
-    >>> key = jax.random.key(1)
-    >>> y = layer.apply(variables, x, rng=key)
-    >>> y.shape
-    (2, 4)
-    >>> bool(jnp.all(y == layer.apply(variables, x, rng=key)))  # same key, same noise
-    True
-    >>> bool(jnp.all(y == layer.apply(variables, x, rngs={'sample': key})))  # derived key
-    False
+Conventions: see :mod:`bayeslayers_jax.linen`.
 """
 
 from __future__ import annotations
@@ -69,7 +13,7 @@ import numpy as np
 import flax.linen as nn
 
 from bayeslayers_jax import _layer_core as core
-from bayeslayers_jax._layer_core import INIT_RHO, crelu
+from bayeslayers_jax._layer_core import INIT_RHO, crelu, default_weight_mu_init
 
 __all__ = [
     "BBBLinear",
@@ -78,8 +22,6 @@ __all__ = [
     "CLTLinearDet",
     "FlipoutLinear",
     "crelu",
-    "total_kl",
-    "update_prior",
     "INIT_RHO",
     "default_weight_mu_init",
 ]
@@ -88,183 +30,9 @@ Array = jax.Array
 Dtype = Any
 Initializer = Callable[..., Array]
 
-#: Kaiming-uniform with ``a = sqrt(5)`` (PyTorch's ``nn.Linear`` default):
-#: ``gain = sqrt(2 / (1 + a**2)) = sqrt(1/3)``, ``bound = sqrt(3) * gain / sqrt(fan_in)
-#: = 1 / sqrt(fan_in)``; the same as ``variance_scaling(1/3, 'fan_in', 'uniform')``.
-default_weight_mu_init: Initializer = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-def total_kl(kl_collection: Any, *, per_member: bool = False) -> Array:
-    """Sums every KL term sown by the Bayesian layers of a model.
-
-    For an :class:`~bayeslayers_jax.Ensemble` every sown value has a leading member axis:
-    the default sums over it too (the KL of the whole ensemble, i.e. the sum of the members'
-    KLs), ``per_member=True`` keeps it and returns one KL per member.
-
-    Args:
-        kl_collection: the ``'kl'`` collection returned by
-            ``model.apply(variables, ..., mutable=['kl'])`` (either ``state['kl']`` or the
-            whole ``state`` dict whose only collection is ``'kl'``), or any pytree of KL
-            values.
-        per_member: return the KL of each ensemble member, shape ``(members,)``: every leaf
-            must then have the member axis first (all of the same length).
-
-    Returns:
-        The scalar sum of all leaves (``0.0`` for an empty tree, e.g. a ``'cltdet'`` model);
-        with ``per_member`` the per-member sums (an empty tree raises, since the number of
-        members is unknown).
-
-    Raises:
-        ValueError: with ``per_member``, for an empty tree, a scalar leaf or leaves whose
-            first axes differ.
-
-    Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> from bayeslayers_jax import BayesianMLP, Ensemble
-        >>> x = jnp.ones((4, 2))
-        >>> model = Ensemble(BayesianMLP((8, 1), layer_type='clt'), 3)
-        >>> _, state = model.apply(model.init(jax.random.key(0), x), x, mutable=['kl'])
-        >>> total_kl(state).shape, total_kl(state, per_member=True).shape
-        ((), (3,))
-        >>> bool(jnp.isclose(total_kl(state), total_kl(state, per_member=True).sum()))
-        True
-    """
-    leaves = jax.tree_util.tree_leaves(kl_collection)
-    if per_member:
-        if not leaves:
-            raise ValueError("per_member=True needs sown KL values with a member axis, got an empty tree")
-        sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
-        if None in sizes or len(sizes) != 1:
-            raise ValueError(
-                "per_member=True needs every KL leaf to have the same leading member axis, got "
-                f"shapes {[jnp.shape(leaf) for leaf in leaves]}"
-            )
-        leaves = [jnp.reshape(leaf, (jnp.shape(leaf)[0], -1)).sum(axis=1) for leaf in leaves]
-        total = leaves[0]
-        for leaf in leaves[1:]:
-            total = total + leaf
-        return total
-    if not leaves:
-        return jnp.asarray(0.0)  # weakly typed: adds to any float dtype under strict promotion
-    total = jnp.sum(leaves[0])
-    for leaf in leaves[1:]:
-        total = total + jnp.sum(leaf)
-    return total
 
 
-def without_kl(variables: Any) -> dict[str, Any]:
-    """``variables`` without a stale ``'kl'`` collection (so sown KL values never add up)."""
-    return {name: col for name, col in variables.items() if name != "kl"}
-
-
-def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dict[str, Any]:
-    """Returns ``variables`` with one layer's prior replaced: the JAX form of ``update_prior``.
-
-    The prior lives in the non-trainable ``'prior'`` collection; this swaps entries of that
-    subtree without touching anything else (the input is not modified).
-
-    **Ensembles.** The variables of an :class:`~bayeslayers_jax.Ensemble` carry a leading
-    member axis (detected from the layer's parameters: a ``weight_mu`` of shape
-    ``(members, in, out)``); an entry is then stored per member, with its member axis, and a
-    value is read as
-
-    * a scalar: the same prior for every member (stored with shape ``(members,)``);
-    * shape ``(members,)``: one scalar per member (also accepted as ``(members, 1)`` or
-      ``(members, 1, 1)``, the unambiguous form when a bias has ``members`` features);
-    * the parameter's own shape (``(in, out)`` or ``(out,)``): the same array for every member;
-    * ``(members,) + `` the parameter's shape: one array per member.
-
-    The member axis is never dropped: any other shape raises.
-
-    Args:
-        variables: a layer's or a model's (or an ensemble's) variables (with a ``'prior'``
-            collection).
-        layer: the layer's name in a model's ``'prior'`` collection (e.g. ``'layers_1'`` of a
-            ``BayesianMLP``); ``None`` for the variables of a single layer.
-        **values: any of ``weight_mean``, ``weight_std``, ``bias_mean``, ``bias_std``: a
-            scalar or an array of the existing entry's shape (Flax layout), or one of the
-            ensemble forms above.
-
-    Returns:
-        New variables with those prior entries replaced.
-
-    Raises:
-        ValueError: unknown layer or entry, a shape that matches none of the forms above, or
-            a std that is not finite and > 0.
-
-    Examples:
-        >>> import jax, jax.numpy as jnp
-        >>> from bayeslayers_jax import BayesianMLP, Ensemble
-        >>> x = jnp.ones((2, 3))
-        >>> v = BayesianMLP((4, 1)).init(jax.random.key(0), x)
-        >>> print(update_prior(v, 'layers_1', weight_std=0.5)['prior']['layers_1']['weight_std'])
-        0.5
-        >>> ens = Ensemble(BayesianMLP((4, 1)), 3)
-        >>> ve = ens.init(jax.random.key(0), x)
-        >>> print(update_prior(ve, 'layers_1', weight_std=0.5)['prior']['layers_1']['weight_std'])
-        [0.5 0.5 0.5]
-        >>> per_member = jnp.array([0.1, 0.2, 0.3])
-        >>> print(update_prior(ve, 'layers_1', weight_std=per_member)['prior']['layers_1']['weight_std'])
-        [0.1 0.2 0.3]
-    """
-    if "prior" not in variables:
-        raise ValueError("variables have no 'prior' collection (CLTLinearDet layers have no prior)")
-    prior = dict(variables["prior"])
-    table = prior if layer is None else prior.get(layer)
-    if table is None:
-        raise ValueError(f"layer {layer!r} has no prior; layers with a prior: {sorted(prior)}")
-    table = dict(table)
-    params = variables.get("params", {})
-    params = params if layer is None else params.get(layer, {})
-
-    def stacked(value: Any, lead: tuple[int, ...], shape: tuple[int, ...], dtype: Dtype, name: str) -> Array:
-        """A prior value for parameters of shape ``lead + shape`` (``lead``: member axes)."""
-        arr = jnp.asarray(value, dtype=dtype)
-        per_member_scalar = {lead, lead + (1,) * len(shape)}
-        if lead == shape and arr.shape == lead and len(shape) > 0:
-            raise ValueError(
-                f"{name} of shape {arr.shape} is ambiguous for {lead[0]} members and parameters of "
-                f"shape {shape}: pass shape {lead + (1,) * len(shape)} for one value per member, or "
-                f"shape {lead + shape} for the same array for every member"
-            )
-        if arr.size == 1:
-            return jnp.full(lead, jnp.reshape(arr, ()), dtype)
-        if arr.shape in per_member_scalar:
-            return jnp.reshape(arr, lead)
-        if arr.shape == shape:
-            return jnp.broadcast_to(arr, lead + shape)
-        if arr.shape == lead + shape:
-            return arr
-        raise ValueError(
-            f"{name} of an ensemble layer ({lead[0]} members, parameter shape {shape}) must be a "
-            f"scalar, shape {lead} (one per member), {shape} (shared) or {lead + shape} (one "
-            f"array per member), got shape {arr.shape}"
-        )
-
-    for name, value in values.items():
-        if name not in table:
-            raise ValueError(f"unknown prior entry {name!r}; this layer has {sorted(table)}")
-        core.check_prior_value(name, value)
-        # An array prior has the shape of its parameter (the current entry may be a scalar).
-        is_weight = name.startswith("weight")
-        reference = params.get("weight_mu" if is_weight else "bias_mu", table[name])
-        ref_shape = tuple(jnp.shape(reference))
-        num_lead = len(ref_shape) - (2 if is_weight else 1)
-        if is_weight and "bias_mu" in params:  # any kernel rank (convolutions): the bias is (features,)
-            num_lead = jnp.ndim(params["bias_mu"]) - 1
-        elif is_weight and jnp.ndim(table[name]) < len(ref_shape):  # a scalar prior, per member or not
-            num_lead = jnp.ndim(table[name])
-        dtype = jnp.result_type(table[name])
-        if reference is table[name] or num_lead <= 0:
-            table[name] = core.prior_array(value, ref_shape, dtype, name)
-        else:  # an ensemble: keep the member axes
-            lead = ref_shape[:num_lead]
-            table[name] = stacked(value, lead, ref_shape[num_lead:], dtype, name)
-    if layer is None:
-        return {**variables, "prior": table}
-    return {**variables, "prior": {**prior, layer: table}}
-
-
-class _BayesianLinearBase(nn.Module):
+class BayesianLinearBase(nn.Module):
     """Fields and parameter handling shared by the Bayesian linear layers (private)."""
 
     features: int
@@ -468,7 +236,7 @@ class _BayesianLinearBase(nn.Module):
         return core.layer_kl(self._read_params(), self._read_priors(), self.use_softplus)
 
 
-class BBBLinear(_BayesianLinearBase):
+class BBBLinear(BayesianLinearBase):
     """Bayes by Backprop linear layer: samples the weights once per call.
 
     .. math::
@@ -476,7 +244,7 @@ class BBBLinear(_BayesianLinearBase):
         \\varepsilon_b,\\quad y = x W + b,\\quad \\varepsilon \\sim \\mathcal N(0, I)
 
     The weights and the bias are drawn in one call of
-    :func:`~bayeslayers_jax.sampling.sample_weights` with the key, the bias stacked as the
+    :func:`~bayeslayers_jax.sample_weights` with the key, the bias stacked as the
     kernel's last row (``(in + 1, features)``; one bit-generator call per layer, measured
     faster than a key split and two draws), in ``param_dtype`` and then cast to ``dtype``.
     The sample is shared by the whole batch.
@@ -530,7 +298,7 @@ class BBBLinear(_BayesianLinearBase):
         return self._sample_call(core.bbb_forward, x, map, rng)
 
 
-class LRLinear(_BayesianLinearBase):
+class LRLinear(BayesianLinearBase):
     """Local-reparameterization linear layer: samples the pre-activations.
 
     .. math::
@@ -538,7 +306,7 @@ class LRLinear(_BayesianLinearBase):
         y = m + \\sqrt v \\odot \\varepsilon,\\quad \\varepsilon \\sim \\mathcal N(0, I)
 
     with ``eps`` of the output's shape (independent per example), computed by
-    :func:`~bayeslayers_jax.sampling.local_reparameterization` in ``dtype``. Fields as
+    :func:`~bayeslayers_jax.local_reparameterization` in ``dtype``. Fields as
     :class:`BBBLinear`.
 
     References:
@@ -565,16 +333,16 @@ class LRLinear(_BayesianLinearBase):
         return self._sample_call(core.lr_forward, x, map, rng)
 
 
-class CLTLinear(_BayesianLinearBase):
+class CLTLinear(BayesianLinearBase):
     """Sampling-free layer: propagates the mean and variance with the central limit theorem.
 
     .. math::
         m = \\mu\\,\\mu_W + \\mu_b,\\qquad
         v = (\\mathrm{var} + \\mu^2)\\,\\sigma_W^2 + \\mathrm{var}\\,\\mu_W^2 + \\sigma_b^2
 
-    (:func:`~bayeslayers_jax.clt.clt_linear_moments`), then, unless ``is_output``, ReLU or
-    CReLU moment matching (:func:`~bayeslayers_jax.moments.relu_moments`,
-    :func:`~bayeslayers_jax.moments.crelu_moments`) of ``N(m, v)``; CReLU doubles the
+    (:func:`~bayeslayers_jax.clt_linear_moments`), then, unless ``is_output``, ReLU or
+    CReLU moment matching (:func:`~bayeslayers_jax.relu_moments`,
+    :func:`~bayeslayers_jax.crelu_moments`) of ``N(m, v)``; CReLU doubles the
     width. ``var=None`` means a deterministic input and is allowed only for the input layer
     (``is_input=True``), in MAP mode, or during ``init``. MAP mode returns ``(activation(mu @ W_mu + b_mu),
     None)`` (no activation on the output layer) and ignores ``var``.
@@ -621,7 +389,7 @@ class CLTLinear(_BayesianLinearBase):
             var: input variances of ``mu``'s shape, or ``None`` for a deterministic input
                 (input layer or MAP mode only). A concrete negative entry raises
                 ``ValueError``; under ``jax.jit`` it is read as NaN (see
-                :func:`~bayeslayers_jax.clt.clt_linear_moments`). NaN propagates.
+                :func:`~bayeslayers_jax.clt_linear_moments`). NaN propagates.
             map: MAP mode for this call (exclusive with the ``map`` field).
 
         Returns:
@@ -661,7 +429,7 @@ class CLTLinearDet(CLTLinear):
     _has_std = False
 
 
-class FlipoutLinear(_BayesianLinearBase):
+class FlipoutLinear(BayesianLinearBase):
     """Flipout linear layer: one weight perturbation per call, decorrelated per example.
 
     .. math::
@@ -669,7 +437,7 @@ class FlipoutLinear(_BayesianLinearBase):
         + \\Delta b \\odot r_n, \\qquad \\Delta W = \\sigma_W \\odot E
 
     with random signs ``s_n``, ``r_n`` per example (every index of the leading axes) and one
-    Gaussian ``E`` per call (:func:`~bayeslayers_jax.sampling.flipout`): each example's
+    Gaussian ``E`` per call (:func:`~bayeslayers_jax.flipout`): each example's
     output has exactly the law of :class:`BBBLinear`'s, while the examples of a batch see
     nearly independent weights, so the gradient variance falls as with
     :class:`LRLinear`. Fields as :class:`BBBLinear`.

@@ -29,8 +29,8 @@ import numpy as np
 import flax.linen as nn
 
 from bayeslayers_jax._checks import as_float_array
-from bayeslayers_jax.mlp import BayesianMLP
-from bayeslayers_jax.sampling import safe_sqrt
+from bayeslayers_jax.linen._mlp import BayesianMLP
+from bayeslayers_jax.core._sampling import safe_sqrt
 
 __all__ = ["BayesianCritic", "value_bound"]
 
