@@ -15,7 +15,7 @@ import flax.linen as nn
 from bayeslayers_jax import _layer_core as core
 from bayeslayers_jax._layer_core import INIT_RHO, default_weight_mu_init
 
-__all__ = ["Prior", "BBBLinear", "LRLinear", "CLTLinear", "CLTLinearDet", "LAYER_TYPES", "BayesianLinear", "MapFlag", "first_not_none", "stream_key"]
+__all__ = ["Prior", "BBBLinear", "LRLinear", "FlipoutLinear", "CLTLinear", "CLTLinearDet", "LAYER_TYPES", "BayesianLinear", "MapFlag", "first_not_none", "stream_key"]
 
 Array = jax.Array
 Dtype = Any
@@ -445,3 +445,39 @@ def stream_key(rngs: Any, rng_collection: str, layer_name: str, *, own: Any = No
     if stream is None:
         raise core.missing_key_error(layer_name, rng_collection, stream_remedy(rng_collection))
     return stream()
+
+
+class FlipoutLinear(BayesianLinear):
+    """Flipout linear layer (NNX): one weight perturbation per call, decorrelated per example.
+
+    .. math::
+        y_n = x_n \\mu_W + \\big((x_n \\odot s_n)\\, \\Delta W\\big) \\odot r_n + \\mu_b
+        + \\Delta b \\odot r_n, \\qquad \\Delta W = \\sigma_W \\odot E
+
+    with random signs ``s_n``, ``r_n`` per example and one Gaussian ``E`` per call
+    (:func:`~bayeslayers_jax._layer_core.flipout_forward`, the draw of the linen twin
+    :class:`bayeslayers_jax.FlipoutLinear`, so ``rng=key`` gives bit-identical outputs).
+    Arguments as :class:`BBBLinear`.
+
+    References:
+        Wen et al., "Flipout: Efficient Pseudo-Independent Weight Perturbations on
+        Mini-Batches", ICLR 2018.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from bayeslayers_jax.nnx._linear import FlipoutLinear
+        >>> layer = FlipoutLinear(3, 2, rngs=nnx.Rngs(params=0, sample=1))
+        >>> y = layer(jnp.ones((5, 3)))
+        >>> y.shape, bool(jnp.all(y == y[0]))  # identical inputs, decorrelated outputs
+        ((5, 2), False)
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, **kwargs: Any) -> None:
+        super().__init__(in_features, out_features, rngs=rngs, **kwargs)
+
+    def __call__(
+        self, x: Array, *, map: bool | None = None, rng: Array | None = None, rngs: Any = None
+    ) -> Array:
+        """Applies the layer (arguments as :meth:`BBBLinear.__call__`)."""
+        return self._sample_call(core.flipout_forward, x, map, rng, rngs)

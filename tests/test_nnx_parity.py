@@ -1,0 +1,153 @@
+"""Parity of the NNX FlipoutLinear, conv layers, LearnedNoise and BayesianCritic with linen.
+
+Ground truth: the flax.linen twins with the same parameters (loaded with ``from_linen``) and
+the same ``rng=`` key. Both front ends call the same pure functions of the layer core, so
+outputs, MAP outputs and KLs agree to float64 rounding: asserted at 1e-12 (a few ulps of
+O(1) values), in practice bit for bit.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import bayeslayers_jax as bl
+from bayeslayers_jax import nnx as bnnx
+from bayeslayers_jax.nnx._conv import BBBConv, CLTConv, CLTConvDet, FlipoutConv, LRConv
+from bayeslayers_jax.nnx._linear import FlipoutLinear
+
+F64 = jnp.float64
+TOL = 1e-12
+
+
+def _close(a, b):
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert u.shape == v.shape and u.dtype == v.dtype
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=0, atol=TOL)
+
+
+def _randomized(variables, seed=7):
+    """Random rho (std in [e^-3, e^-1]) so every term of the math is exercised."""
+    keys = iter(jax.random.split(jax.random.key(seed), 64))
+
+    def leaf(path, v):
+        name = jax.tree_util.keystr(path)
+        if "rho" in name:
+            return jax.random.uniform(next(keys), v.shape, v.dtype, -3.0, -1.0)
+        return v
+
+    return jax.tree_util.tree_map_with_path(leaf, dict(variables))
+
+
+def _x(shape, seed=1):
+    return jax.random.normal(jax.random.key(seed), shape, F64)
+
+
+def _check_sampling(layer, linen, variables, x):
+    key = jax.random.key(11)
+    _close(layer(x, rng=key), linen.apply(variables, x, rng=key))
+    _close(layer(x, map=True), linen.apply(variables, x, map=True))
+    _close(layer.kl(), linen.apply(variables, method="kl"))
+
+
+def _check_clt(layer, linen, variables, x, has_std=True):
+    var = jnp.abs(_x(x.shape, seed=2))
+    _close(layer(x, var), linen.apply(variables, x, var))
+    _close(layer(x, map=True), linen.apply(variables, x, map=True))
+    if has_std:
+        _close(layer.kl(), linen.apply(variables, method="kl"))
+
+
+# ------------------------------------------------------------------- FlipoutLinear
+@pytest.mark.parametrize("kw", [{}, {"use_bias": False, "use_softplus": True, "prior_mean": 0.3, "prior_std": 0.5}])
+def test_flipout_linear_equals_linen(kw):
+    x = _x((5, 3))
+    linen = bl.FlipoutLinear(4, param_dtype=F64, **kw)
+    variables = _randomized(linen.init(jax.random.key(0), x))
+    layer = bnnx.from_linen(FlipoutLinear(3, 4, param_dtype=F64, rngs=nnx.Rngs(0), **kw), variables)
+    _check_sampling(layer, linen, variables, x)
+    _close(bnnx.to_linen(layer), {k: variables[k] for k in ("params", "prior")})
+    # the layer's own stream: decorrelated examples for identical inputs
+    own = FlipoutLinear(3, 4, param_dtype=F64, rngs=nnx.Rngs(params=0, sample=1), **kw)
+    y = own(jnp.ones((5, 3), F64))
+    assert not bool(jnp.all(y == y[:1]))
+
+
+# ------------------------------------------------------------------------- convs
+CONV_CASES = [
+    (BBBConv, bl.BBBConv, {"padding": "VALID"}),
+    (BBBConv, bl.BBBConv, {"strides": 2, "use_bias": False, "use_softplus": True}),
+    (LRConv, bl.LRConv, {"kernel_dilation": 2, "prior_mean": 0.3, "prior_std": 0.5}),
+    (FlipoutConv, bl.FlipoutConv, {"feature_group_count": 2}),
+    (FlipoutConv, bl.FlipoutConv, {"padding": ((1, 0), (2, 1)), "strides": (1, 2)}),
+    (CLTConv, bl.CLTConv, {"act": "crelu"}),
+    (CLTConv, bl.CLTConv, {"is_output": True, "strides": 2}),
+    (CLTConvDet, bl.CLTConvDet, {"feature_group_count": 2}),
+]
+
+
+@pytest.mark.parametrize("nnx_cls,linen_cls,kw", CONV_CASES)
+def test_conv_equals_linen(nnx_cls, linen_cls, kw):
+    x = _x((2, 7, 6, 4))
+    linen = linen_cls(6, kernel_size=(3, 2), param_dtype=F64, **kw)
+    variables = linen.init(jax.random.key(0), x)
+    if nnx_cls is not CLTConvDet:
+        variables = _randomized(variables)
+    layer = nnx_cls(4, 6, (3, 2), param_dtype=F64, rngs=nnx.Rngs(0), **kw)
+    # same parameter names and shapes (from_linen checks both)
+    bnnx.from_linen(layer, variables)
+    _close(bnnx.to_linen(layer), {k: variables[k] for k in ("params", "prior") if k in variables})
+    if nnx_cls in (CLTConv, CLTConvDet):
+        _check_clt(layer, linen, variables, x, has_std=nnx_cls is CLTConv)
+        if nnx_cls is CLTConvDet:
+            _close(layer(x), linen.apply(variables, x))
+    else:
+        _check_sampling(layer, linen, variables, x)
+    _close(layer.mean(), linen.apply(variables, method="mean"))
+
+
+def test_conv_init_matches_linen_distribution_and_is_input_layer():
+    """Kernel means U(+-1/sqrt(fan_in)), fan_in = prod(kernel_size) * in / groups; rho = -4.6."""
+    layer = BBBConv(8, 64, (3, 3), feature_group_count=2, param_dtype=F64, rngs=nnx.Rngs(0))
+    w = np.asarray(layer.weight_mu[...])
+    assert w.shape == (3, 3, 4, 64)
+    bound = 1 / np.sqrt(36)
+    assert np.all(np.abs(w) <= bound) and np.all(np.abs(np.asarray(layer.bias_mu[...])) <= bound)
+    n = w.size
+    assert abs(np.mean(w**2) - bound**2 / 3) < 5 * bound**2 * np.sqrt(4 / 45) / np.sqrt(n)
+    assert np.all(np.asarray(layer.weight_rho[...]) == bl._layer_core.INIT_RHO)
+    x = _x((2, 5, 5, 3))
+    layer = CLTConv(3, 4, 3, is_input=True, param_dtype=F64, rngs=nnx.Rngs(0))
+    linen = bl.CLTConv(4, kernel_size=3, is_input=True, param_dtype=F64)
+    variables = bl.CLTConv(4, kernel_size=3, is_input=True, param_dtype=F64).init(jax.random.key(0), x)
+    bnnx.from_linen(layer, variables)
+    _close(layer(x), linen.apply(variables, x))
+
+
+def test_conv_errors():
+    with pytest.raises(ValueError, match="kernel_size"):
+        BBBConv(3, 4, (0, 3), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="feature_group_count"):
+        BBBConv(3, 4, 3, feature_group_count=2, rngs=nnx.Rngs(0))
+    layer = LRConv(3, 4, 3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError):
+        layer(jnp.ones((2, 5, 2)), rng=jax.random.key(0))
+    with pytest.raises(ValueError, match="sample"):
+        layer(jnp.ones((2, 5, 3)))
+
+
+def test_conv_jit_and_grad():
+    layer = FlipoutConv(3, 4, (3, 3), param_dtype=F64, rngs=nnx.Rngs(0))
+    x = _x((2, 5, 5, 3))
+
+    @nnx.jit
+    def loss(m):
+        return jnp.sum(m(x, rng=jax.random.key(0)) ** 2) + m.kl()
+
+    grads = nnx.grad(loss)(layer)
+    leaves = jax.tree_util.tree_leaves(nnx.to_pure_dict(grads))
+    assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    np.testing.assert_allclose(float(loss(layer)), float(
+        jnp.sum(layer(x, rng=jax.random.key(0)) ** 2) + layer.kl()), rtol=1e-13)
