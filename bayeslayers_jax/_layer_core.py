@@ -219,7 +219,24 @@ def param_names(*, has_std: bool, use_bias: bool) -> list[str]:
 
 # ------------------------------------------------------------------- inputs and errors
 def check_input(x: Any, name: str) -> Array:
-    """The package's dtype rule (real floats pass, int/bool cast, complex raises) and rank >= 1."""
+    """The package's dtype rule (real floats pass, int/bool cast, complex raises) and rank >= 1.
+
+    A tuple raises: it is almost always a CLT layer's ``(mean, var)`` output passed as one
+    argument (``mu``, to a CLT layer: pass ``layer(mean, var)``; ``x``, to a sampling layer,
+    which takes one array), and would otherwise be stacked into one array.
+    """
+    if isinstance(x, tuple):
+        if name == "mu":
+            raise ValueError(
+                f"mu is a tuple of {len(x)} items, e.g. a CLT layer's (mean, var) output passed as "
+                "one argument: pass the mean and the variance as two arguments, "
+                "mean, var = prev(h); layer(mean, var)"
+            )
+        raise ValueError(
+            f"{name} is a tuple of {len(x)} items, but this layer takes one array: a CLT layer or "
+            "model returns (mean, var), which a sampling layer (BBB, LR, Flipout) cannot take; "
+            "feed it a single array, or use CLT layers throughout (layer(mean, var))"
+        )
     x = as_float_array(name, x)
     if x.ndim < 1:
         raise ValueError(f"{name} must have at least one axis (features last), got shape {x.shape}")

@@ -131,13 +131,36 @@ def _resolve_mode(model, variables, x, mode, key):
     return mode
 
 
+def _not_clt_error():
+    return ValueError(
+        "mode='clt' needs a CLT model (one returning a (mean, var) tuple), but this model's "
+        "output is a single array: it is a sampling model (BBB, LR, Flipout). Use "
+        "mode='sample' with key=jax.random.key(seed), or mode='map' (or mode=None to detect)"
+    )
+
+
 def _sample_outputs(model, variables, x, key, num_samples):
     keys = jax.random.split(key, num_samples)
-    return jax.vmap(lambda k: model.apply(variables, *as_inputs(x), rngs={"sample": k}))(keys)
+    out = jax.vmap(lambda k: model.apply(variables, *as_inputs(x), rngs={"sample": k}))(keys)
+    if isinstance(out, tuple):
+        raise ValueError(
+            "mode='sample' needs a sampling model (BBB, LR, Flipout), but this model returns a "
+            "tuple: a CLT model returns (mean, var) and needs no samples. Use mode='clt' "
+            "(or mode=None to detect), or mode='map'"
+        )
+    return out
 
 
 def _clt_outputs(model, variables, x):
-    mean, var = model.apply(variables, *as_inputs(x))
+    try:
+        out = model.apply(variables, *as_inputs(x))
+    except ValueError as err:  # e.g. a sampling layer's missing-key error: say why instead
+        if detect_mode(model, variables, x) == "sample":
+            raise _not_clt_error() from err
+        raise
+    if not isinstance(out, tuple):
+        raise _not_clt_error()
+    mean, var = out
     if var is None:
         var = jnp.zeros_like(mean)
     return mean, var
@@ -266,7 +289,8 @@ def predictive(model, variables, x, *, key=None, num_samples=100, mode=None, noi
 
     Raises:
       ValueError: for an unknown ``mode`` or ``likelihood``, a bad ``num_samples``, a
-        sampling model without ``key``, a concrete ``noise_var`` that is negative or NaN (or
+        sampling model without ``key``, a ``mode`` that does not fit the model (``'clt'``
+        for a sampling model, ``'sample'`` for a CLT model), a concrete ``noise_var`` that is negative or NaN (or
         given to a heteroscedastic model), an odd heteroscedastic output width.
 
     Examples:

@@ -172,11 +172,15 @@ def test_extreme_inputs_never_give_nan_inf_or_negative_variance(dtype):
     assert bool(jnp.all(var >= 0)) and bool(jnp.all(mean >= 0))
 
 
-def test_negative_sigma_is_read_as_its_absolute_value():
+def test_negative_sigma_raises_when_concrete_and_gives_nan_when_traced():
+    # The rule changed (issue 20): a negative sigma was read as |sigma|; now it is an error.
     mu = jnp.array([-2.0, 0.5, 3.0])
-    sigma = jnp.array([1.5, 0.2, 4.0])
-    for got, want in zip(relu_moments(mu, -sigma), relu_moments(mu, sigma)):
-        np.testing.assert_array_equal(got, want)
+    sigma = jnp.array([1.5, -0.2, 4.0])
+    with pytest.raises(ValueError, match="sigma"):
+        relu_moments(mu, sigma)
+    mean, var = jax.jit(relu_moments)(mu, sigma)
+    assert np.isnan(np.asarray(mean)).tolist() == [False, True, False]
+    assert np.isnan(np.asarray(var)).tolist() == [False, True, False]
 
 
 def test_bfloat16_is_computed_in_float32_and_rounded_once():

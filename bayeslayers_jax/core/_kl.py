@@ -15,10 +15,22 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bayeslayers_jax._checks import broadcast_floats
+from bayeslayers_jax._checks import broadcast_floats, concrete_value
 
 __all__ = ["kl_normal", "kl_normal_from_log_std"]
+
+
+def _check_std(name, std):
+    """Raises ``ValueError`` naming ``name`` for a concrete negative std (NaN passes through)."""
+    concrete = concrete_value(std)
+    if concrete is not None and np.any(concrete < 0):
+        negative = concrete < 0
+        raise ValueError(
+            f"{name} must be >= 0 (a standard deviation), got {int(negative.sum())} negative "
+            f"entries (min {float(concrete[negative].min())}) in shape {concrete.shape}"
+        )
 
 
 def _kl(mu_q, log_std_q, mu_p, std_p):
@@ -53,7 +65,8 @@ def kl_normal(mu_q: jax.Array, std_q: jax.Array, mu_p: jax.Array, std_p: jax.Arr
 
     Args:
       mu_q, std_q: mean and std (>= 0) of the approximate posterior.
-      mu_p, std_p: mean and std (>= 0) of the prior; all four broadcast together.
+      mu_p, std_p: mean and std (>= 0) of the prior; all four broadcast together. A concrete
+        negative ``std_q`` or ``std_p`` raises ``ValueError``; a traced one gives NaN.
 
     Returns:
       The elementwise KL divergence (>= 0), of the broadcast shape.
@@ -68,6 +81,8 @@ def kl_normal(mu_q: jax.Array, std_q: jax.Array, mu_p: jax.Array, std_p: jax.Arr
       inf
     """
     mu_q, std_q, mu_p, std_p = broadcast_floats(mu_q=mu_q, std_q=std_q, mu_p=mu_p, std_p=std_p)
+    _check_std("std_q", std_q)
+    _check_std("std_p", std_p)
     return _kl(mu_q, jnp.log(std_q), mu_p, std_p)
 
 
@@ -91,7 +106,8 @@ def kl_normal_from_log_std(
       mu_q: posterior means.
       log_std_q: log of the posterior stds (any real number).
       mu_p, std_p: prior mean and std (>= 0; ``std_p = 0`` gives ``+inf``); all four
-        broadcast together.
+        broadcast together. A concrete negative ``std_p`` raises ``ValueError``; a traced
+        one gives NaN.
 
     Returns:
       The elementwise KL divergence (>= 0), of the broadcast shape.
@@ -102,4 +118,5 @@ def kl_normal_from_log_std(
       89.5
     """
     mu_q, log_std_q, mu_p, std_p = broadcast_floats(mu_q=mu_q, log_std_q=log_std_q, mu_p=mu_p, std_p=std_p)
+    _check_std("std_p", std_p)
     return _kl(mu_q, log_std_q, mu_p, std_p)

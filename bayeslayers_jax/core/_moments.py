@@ -80,8 +80,8 @@ smallest normal number (1.2e-38 in float32, 2.2e-308 in float64) may come out as
 still finite and non-negative. The variance is finite wherever its exact value is
 (``sigma`` multiplies twice, never ``sigma**2`` first): ``relu_moments(0, 2.6e19)`` in
 float32 is 2.30e38. A NaN ``mu`` or ``sigma`` gives NaN moments and gradients (nothing is
-guarded into a number). A negative ``sigma`` is read as ``|sigma|`` (the distribution only
-depends on :math:`\sigma^2`). Half-precision inputs are computed in float32 and cast back.
+guarded into a number). A negative ``sigma`` is an error: a concrete one raises
+``ValueError`` naming ``sigma``, a traced one (under ``jax.jit``) gives NaN. Half-precision inputs are computed in float32 and cast back.
 
 Evaluation. Only the requested side is evaluated (relu: one side; CReLU: both, sharing ``t``
 and the tail ratios).
@@ -95,8 +95,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from bayeslayers_jax._checks import broadcast_floats
+from bayeslayers_jax._checks import broadcast_floats, concrete_value
 
 __all__ = ["relu_moments", "neg_relu_moments", "crelu_moments"]
 
@@ -345,9 +346,24 @@ def _grads_core_jvp(sides, primals, tangents):
     return out, tuple(tangent_out)
 
 
+def _check_sigma(sigma):
+    """A concrete negative ``sigma`` raises; a traced one becomes NaN (NaN passes through)."""
+    concrete = concrete_value(sigma)
+    if concrete is None:
+        return jnp.where(sigma < 0, jnp.nan, sigma)
+    negative = concrete < 0
+    if np.any(negative):
+        raise ValueError(
+            f"sigma must be >= 0 (a standard deviation), got {int(negative.sum())} negative "
+            f"entries (min {float(concrete[negative].min())}) in shape {concrete.shape}"
+        )
+    return sigma
+
+
 def _moments(sides, mu, sigma):
     """Broadcasts, upcasts half precision to float32, and evaluates the requested sides."""
     mu, sigma = broadcast_floats(mu=mu, sigma=sigma)
+    sigma = _check_sigma(sigma)
     out_dtype = mu.dtype
     work_dtype = jnp.float32 if jnp.finfo(out_dtype).bits < 32 else out_dtype
     mu, sigma = mu.astype(work_dtype), jnp.abs(sigma.astype(work_dtype))
@@ -370,7 +386,8 @@ def relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]
 
     Args:
       mu: means, any floating array.
-      sigma: standard deviations (not variances), broadcastable against ``mu``.
+      sigma: standard deviations (not variances, >= 0), broadcastable against ``mu``. A
+        concrete negative entry raises ``ValueError``; under ``jax.jit`` (traced) it gives NaN.
 
     Returns:
       ``(mean, var)`` of the broadcast shape, in the input dtype.
@@ -398,7 +415,8 @@ def neg_relu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Ar
 
     Args:
       mu: means, any floating array.
-      sigma: standard deviations, broadcastable against ``mu``.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``; negative entries as
+        in :func:`relu_moments` (``ValueError`` if concrete, NaN if traced).
 
     Returns:
       ``(mean, var)`` of the broadcast shape, in the input dtype.
@@ -421,7 +439,8 @@ def crelu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array
 
     Args:
       mu: means, shape ``(..., n)`` with at least one axis.
-      sigma: standard deviations, broadcastable against ``mu``.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``; negative entries as
+        in :func:`relu_moments` (``ValueError`` if concrete, NaN if traced).
 
     Returns:
       ``(mean, var)``, each of shape ``(..., 2n)``.

@@ -90,15 +90,25 @@ class BayesianLinearBase(nn.Module):
         )
 
     def _priors(self, in_features: int) -> dict[str, Array]:
-        """Reads each ``'prior'`` entry, creating it during ``init``; else the field's value."""
+        """Reads each ``'prior'`` entry, creating it during ``init``; raises if ``apply`` lacks it."""
         specs = core.prior_specs(self._kernel_shape(in_features), self.features, **self._prior_fields())
         priors = {}
         for name, (value, shape, field) in specs.items():
             if self.has_variable("prior", name):
                 priors[name] = self.get_variable("prior", name)
                 continue
+            if not self.is_initializing():
+                # Never fall back to the fields at apply: a prior set with update_prior would
+                # be silently replaced by the default one.
+                raise ValueError(
+                    f"{type(self).__name__} {self.name!r} found no 'prior' variable {name!r}: apply "
+                    "was given no 'prior' collection (e.g. model.apply({'params': params}, ...)), so "
+                    "its prior (maybe set with update_prior) is unknown. Pass the full variables "
+                    "returned by init, model.apply(variables, ...), or "
+                    "{'params': params, 'prior': variables['prior']}"
+                )
             make = lambda v=value, s=shape, f=field: core.prior_array(v, s, self.param_dtype, f)  # noqa: E731
-            if self.is_initializing() and self.is_mutable_collection("prior"):
+            if self.is_mutable_collection("prior"):
                 priors[name] = self.variable("prior", name, make).value
             else:
                 priors[name] = make()
@@ -230,7 +240,7 @@ class BayesianLinearBase(nn.Module):
             + \\frac{\\sigma_q^2 + (\\mu_q - \\mu_p)^2}{2\\sigma_p^2} - \\frac12
 
         Use as ``layer.apply(variables, method='kl')``; the prior is read from the
-        ``'prior'`` collection when the variables hold it, else from the module's fields.
+        ``'prior'`` collection, which ``variables`` must hold (a ``ValueError`` otherwise).
         """
         self._require_std("KL")
         return core.layer_kl(self._read_params(), self._read_priors(), self.use_softplus)
