@@ -151,3 +151,73 @@ def test_conv_jit_and_grad():
     assert leaves and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     np.testing.assert_allclose(float(loss(layer)), float(
         jnp.sum(layer(x, rng=jax.random.key(0)) ** 2) + layer.kl()), rtol=1e-13)
+
+
+# ------------------------------------------------------------------ LearnedNoise
+from bayeslayers_jax.nnx._noise import LearnedNoise, learned_noise_var  # noqa: E402
+
+
+def _noisy_pair(layer_type="clt", init_std=0.5):
+    x = _x((6, 3))
+    linen = bl.LearnedNoise(bl.BayesianMLP((5, 2), layer_type=layer_type, param_dtype=F64),
+                            init_std=init_std, param_dtype=F64)
+    variables = _randomized(linen.init(jax.random.key(0), x))
+    noise = variables["params"]["noise_log_std"] + jnp.asarray([0.1, -0.2], F64)
+    variables["params"] = {**variables["params"], "noise_log_std": noise}
+    model = LearnedNoise(bnnx.BayesianMLP(3, (5, 2), layer_type=layer_type, param_dtype=F64, rngs=nnx.Rngs(0)),
+                         init_std=init_std, param_dtype=F64)
+    assert model.noise_log_std.shape == (2,)
+    # linen shares the model's scope; the NNX wrapper nests the model under 'model'
+    params = dict(variables["params"])
+    nested = {"params": {"model": {k: v for k, v in params.items() if k != "noise_log_std"},
+                         "noise_log_std": params["noise_log_std"]},
+              "prior": {"model": variables["prior"]}}
+    bnnx.from_linen(model, nested)
+    return model, linen, variables, x
+
+
+def test_learned_noise_init_value_and_forward_equal_linen():
+    model = LearnedNoise(bnnx.BayesianMLP(3, (5, 2), rngs=nnx.Rngs(0)), init_std=0.5, param_dtype=F64)
+    np.testing.assert_allclose(np.asarray(learned_noise_var(model)), [0.25, 0.25], rtol=1e-15)
+    model, linen, variables, x = _noisy_pair("clt")
+    _close(model(x), linen.apply(variables, x))
+    _close(model(x, map=True), linen.apply(variables, x, map=True))
+    _close(learned_noise_var(model), bl.learned_noise_var(linen, variables))
+    _close(bnnx.total_kl(model), bl.total_kl(linen.apply(variables, x, mutable=["kl"])[1]["kl"]))
+    model, linen, variables, x = _noisy_pair("lr")
+    key = jax.random.key(3)
+    _close(model(x, rng=key), linen.apply(variables, x, rng=key))
+
+
+@pytest.mark.parametrize("map_", [False, True])
+def test_learned_noise_elbo_equals_linen_and_trains_the_noise(map_):
+    model, linen, variables, x = _noisy_pair("clt")
+    y = _x((6, 2), seed=5)
+    loss, aux = bnnx.elbo_loss(model, x, y, num_train_examples=50, map=map_)
+    ref, ref_aux = bl.elbo_loss(linen, variables, x, y, num_train_examples=50, map=map_)
+    _close(loss, ref)
+    _close(aux["kl"], ref_aux["kl"])
+    grads = nnx.grad(lambda m: bnnx.elbo_loss(m, x, y, num_train_examples=50, map=map_)[0])(model)
+    ref_grads = jax.grad(lambda p: bl.elbo_loss(linen, {**variables, "params": p}, x, y,
+                                                num_train_examples=50, map=map_)[0])(variables["params"])
+    _close(grads.noise_log_std[...], ref_grads["noise_log_std"])
+    with pytest.raises(ValueError, match="noise_var=None"):
+        bnnx.elbo_loss(model, x, y, num_train_examples=50, noise_var=0.1)
+    with pytest.raises(ValueError, match="Gaussian"):
+        bnnx.elbo_loss(model, x, jnp.zeros(6, int), num_train_examples=50, likelihood="categorical")
+
+
+def test_learned_noise_ensemble_elbo_uses_each_members_noise():
+    ens = bnnx.Ensemble(lambda r: LearnedNoise(bnnx.BayesianMLP(3, (4, 1), layer_type="clt", param_dtype=F64, rngs=r),
+                                               param_dtype=F64), 2, rngs=nnx.Rngs(0))
+    ens.members.noise_log_std.set_value(jnp.asarray([[0.0], [-1.0]], F64))
+    x, y = _x((6, 3)), _x((6, 1), seed=4)
+    loss, aux = bnnx.elbo_loss(ens, x, y, num_train_examples=50)
+    mean, var = ens(x)
+    s2 = jnp.exp(jnp.asarray([0.0, -2.0], F64))
+    # expected Gaussian NLL per example: 0.5 log(2 pi s2) + ((y - m)^2 + v) / (2 s2), averaged
+    nll = jnp.mean(0.5 * jnp.log(2 * jnp.pi * s2[:, None, None]) + ((y[None] - mean) ** 2 + var) / (2 * s2[:, None, None]),
+                   axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(aux["nll"]), np.asarray(nll), rtol=1e-12)
+    with pytest.raises(TypeError, match="member"):
+        LearnedNoise(ens, 1)

@@ -12,6 +12,7 @@ from flax import nnx
 from bayeslayers_jax.losses._elbo import as_inputs, elbo_from_outputs, ensemble_elbo_from_outputs, neg_log_prior
 from bayeslayers_jax.nnx._ensemble import Ensemble, total_kl
 from bayeslayers_jax.nnx._interop import linen_collections
+from bayeslayers_jax.nnx._noise import learned_noise_var
 
 __all__ = ["elbo_loss"]
 
@@ -43,6 +44,10 @@ def elbo_loss(
     For an :class:`Ensemble` the loss is the sum of the members' losses (each member's
     gradient is the one it would get alone); targets are shared or stacked per member, and
     ``aux`` holds per-member ``'nll'``, ``'kl'`` and ``'loss'``, as for linen ensembles.
+
+    A :class:`~bayeslayers_jax.nnx._noise.LearnedNoise` model (or an ensemble of them) uses
+    its own noise ``exp(2 * noise_log_std)`` (leave ``noise_var`` unset; only the Gaussian
+    likelihood), so the gradient trains it, as the linen :func:`bayeslayers_jax.elbo_loss`.
 
     Args:
         model: an NNX model of this module's layers (e.g. :class:`BayesianMLP`) or an
@@ -80,6 +85,17 @@ def elbo_loss(
         >>> losses[-1] < losses[0]
         True
     """
+    # A LearnedNoise model's Gaussian noise is its own parameter (as in the linen elbo_loss).
+    learned = learned_noise_var(model)
+    if learned is not None:
+        likelihood = options.get("likelihood", "gaussian")
+        if likelihood != "gaussian":
+            raise ValueError(f"a LearnedNoise model has a Gaussian observation noise, but likelihood={likelihood!r}")
+        if options.get("noise_var") is not None:
+            raise ValueError(
+                f"the model learns its noise (LearnedNoise): pass noise_var=None, got noise_var={options['noise_var']!r}"
+            )
+        options["noise_var"] = learned
     inputs = as_inputs(x)
     kwargs: dict[str, Any] = {"map": True} if map else ({} if rng is None else {"rng": rng})
     out = model(*inputs, **kwargs)
@@ -100,4 +116,7 @@ def elbo_loss(
             out, y, kl_of(model), num_train_examples=num_train_examples, key=key, **options
         )
     kl = nnx.vmap(lambda m: jnp.asarray(kl_of(m)), in_axes=0, out_axes=0)(model.members)
-    return ensemble_elbo_from_outputs(out, y, kl, num_train_examples=num_train_examples, key=key, **options)
+    return ensemble_elbo_from_outputs(
+        out, y, kl, num_train_examples=num_train_examples, key=key,
+        noise_axis=None if learned is None else 0, **options,
+    )
