@@ -221,3 +221,45 @@ def test_learned_noise_ensemble_elbo_uses_each_members_noise():
     np.testing.assert_allclose(np.asarray(aux["nll"]), np.asarray(nll), rtol=1e-12)
     with pytest.raises(TypeError, match="member"):
         LearnedNoise(ens, 1)
+
+
+# ---------------------------------------------------------------- BayesianCritic
+from bayeslayers_jax.nnx._critic import BayesianCritic  # noqa: E402
+
+
+@pytest.mark.parametrize("layer_type,act", [("clt", "relu"), ("cltdet", "crelu"), ("lr", "relu"), ("bbb", "relu")])
+def test_critic_equals_linen(layer_type, act):
+    s, a = _x((5, 3)), _x((5, 2), seed=4)
+    linen = bl.BayesianCritic((6, 4), layer_type=layer_type, act=act, param_dtype=F64)
+    variables = linen.init(jax.random.key(0), s, a)
+    if layer_type != "cltdet":
+        variables = _randomized(variables)
+    critic = BayesianCritic(3, 2, (6, 4), layer_type=layer_type, act=act, param_dtype=F64, rngs=nnx.Rngs(0))
+    bnnx.from_linen(critic, variables)  # the same paths: layers_0, layers_1, layers_2
+    assert critic.layers_2.weight_mu.shape == (8 if act == "crelu" else 4, 1)
+    _close(bnnx.to_linen(critic), {k: variables[k] for k in ("params", "prior") if k in variables})
+    if layer_type in ("clt", "cltdet"):
+        _close(critic(s, a), linen.apply(variables, s, a))
+    else:
+        key = jax.random.key(9)
+        _close(critic(s, a, rng=key), linen.apply(variables, s, a, rng=key))
+    out_map = critic(s, a, map=True)
+    _close(out_map, linen.apply(variables, s, a, map=True))
+    if layer_type in ("clt", "cltdet"):
+        assert bool(jnp.all(out_map[1] == 0))
+    if layer_type != "cltdet":
+        sown = linen.apply(variables, s, a, mutable=["kl"], rng=jax.random.key(1))[1]["kl"]
+        _close(bnnx.total_kl(critic), bl.total_kl(sown))
+
+
+def test_critic_errors_and_negative_values():
+    critic = BayesianCritic(3, 1, (4,), param_dtype=F64, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="leading"):
+        critic(jnp.ones((5, 3), F64), jnp.ones((4, 1), F64))
+    with pytest.raises(TypeError, match="sequence"):
+        BayesianCritic(3, 1, 4, rngs=nnx.Rngs(0))
+    # is_output on the last layer: a negative output bias gives a negative MAP value
+    critic.layers_1.weight_mu.set_value(jnp.zeros((4, 1), F64))
+    critic.layers_1.bias_mu.set_value(jnp.full((1,), -100.0, F64))
+    mean, _ = critic(jnp.ones((2, 3), F64), jnp.ones((2, 1), F64), map=True)
+    np.testing.assert_array_equal(np.asarray(mean), [-100.0, -100.0])
