@@ -288,6 +288,24 @@ def unit_moments(ctx, kind: str, x: Moments, f: Callable, aval, **params) -> Mom
     return Moments(jnp.asarray(mean, aval.dtype), jnp.asarray(var, aval.dtype), x.src)
 
 
+def layer_norm_unit(ctx, eqn, ins, aval, *, epsilon, axis) -> Moments:
+    """``flax.linen.LayerNorm`` (without its bias, added by the next equation) as one unit.
+
+    ``layer_norm_moments`` (delta method) of the input; a random ``scale`` (independent of
+    the input) multiplies the result with the product rule.
+    """
+    norm = importlib.import_module("bayeslayers_jax.core._structure_norm")
+    x, scale = ins[0], (ins[1] if len(ins) > 1 else None)
+    det_scale = None if scale is None or scale.var is not None else scale.mean
+    mean, var = norm.layer_norm_moments(x.mean, x.var, det_scale, None, epsilon=epsilon, axis=axis, method="delta")
+    out = Moments(_full(eqn, mean), _full(eqn, var), x.src)
+    if scale is None or scale.var is None:
+        return out
+    _sources_disjoint(ctx, eqn, x, scale)
+    ms, vs = _full(eqn, scale.mean), _full(eqn, scale.var)
+    return Moments(out.mean * ms, (out.var + out.mean * out.mean) * vs + out.var * (ms * ms), x.src | scale.src)
+
+
 @_rule("tanh", "logistic", "erf", "erfc", "exp", "expm1")
 def _elementwise_unit(ctx, eqn, ins):
     f = lambda t: _bind(eqn, t)  # noqa: E731
@@ -333,7 +351,7 @@ def _abs(ctx, eqn, ins):
     pos_mean, pos_var = relu_moments(m, s)
     neg_mean, neg_var = neg_relu_moments(m, s)
     # |X| = relu(X) + relu(-X); relu(X) relu(-X) = 0, so their covariance is -E+ E-.
-    return [Moments(pos_mean + neg_mean, pos_var + neg_var + 2 * pos_mean * neg_mean, x.src)]
+    return [Moments(pos_mean + neg_mean, pos_var + neg_var - 2 * pos_mean * neg_mean, x.src)]
 
 
 @_rule("reduce_max", "reduce_min")
