@@ -102,7 +102,7 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str | None = None) -> Any:
       axis_name: mesh axis to split over (default: the mesh's only axis).
 
     Returns:
-      The batch as sharded ``jax.Array``s.
+      The batch as sharded ``jax.Array`` leaves.
 
     Raises:
       ValueError: if a leaf is a scalar or its batch size is not divisible by the number of

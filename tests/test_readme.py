@@ -1,4 +1,4 @@
-"""Every code block of ``README.md`` is true as written.
+"""Every code block of ``README.md`` and of the guides (``docs/guides/*.md``) is true as written.
 
 * Each ```` ```python ```` block runs, as written, in a fresh namespace named ``__main__``
   (blocks never depend on each other, so a reader can copy any one of them into a script),
@@ -52,14 +52,20 @@ def readme_blocks(text: str) -> list[dict]:
     return blocks
 
 
-BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+PAGES = [README] + sorted((REPO / "docs" / "guides").glob("*.md"))
+BLOCKS = [
+    {**block, "page": page.relative_to(REPO).as_posix()}
+    for page in PAGES
+    for block in readme_blocks(page.read_text(encoding="utf-8"))
+]
 PYTHON = [b for b in BLOCKS if b["lang"] in ("python", "py", "python3")]
 BASH = [b for b in BLOCKS if b["lang"] in ("bash", "sh", "shell", "console")]
 
 
 def _block_id(block: dict) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", block["heading"].lower()).strip("-") or "top"
-    return f"L{block['line']}-{slug}"
+    page = block["page"].replace("docs/guides/", "").replace(".md", "")
+    return f"{page}-L{block['line']}-{slug}"
 
 
 def test_readme_has_python_and_bash_blocks():
@@ -79,7 +85,7 @@ def test_block_parser_handles_indented_fences_and_headings():
 @pytest.mark.parametrize("block", PYTHON, ids=[_block_id(b) for b in PYTHON])
 def test_python_block_runs(block, default_jax_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = compile(block["code"], f"README.md (block at line {block['line']})", "exec")
+    code = compile(block["code"], f"{block['page']} (block at line {block['line']})", "exec")
     exec(code, {"__name__": "__main__"})  # as if pasted into a script and run
 
 

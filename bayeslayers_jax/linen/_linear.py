@@ -361,7 +361,8 @@ class CLTLinear(BayesianLinearBase):
         act: ``'relu'`` or ``'crelu'``.
         is_input: the first layer of a network (its input may be deterministic).
         is_output: the last layer (no activation).
-        (other fields as :class:`BBBLinear`; ``rng_collection`` is unused: nothing is sampled)
+
+    Other fields as :class:`BBBLinear`; ``rng_collection`` is unused: nothing is sampled.
 
     References:
         Wu et al., "Deterministic Variational Inference for Robust Bayesian Neural

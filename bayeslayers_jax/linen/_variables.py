@@ -94,7 +94,7 @@ def update_prior(variables: Any, layer: str | None = None, **values: Any) -> dic
     * shape ``(members,)``: one scalar per member (also accepted as ``(members, 1)`` or
       ``(members, 1, 1)``, the unambiguous form when a bias has ``members`` features);
     * the parameter's own shape (``(in, out)`` or ``(out,)``): the same array for every member;
-    * ``(members,) + `` the parameter's shape: one array per member.
+    * ``(members,)`` followed by the parameter's shape: one array per member.
 
     The member axis is never dropped: any other shape raises.
 

@@ -240,8 +240,8 @@ def elbo_from_outputs(
       out: the model's output: an array (sampled or MAP) or ``(mean, var)`` (CLT).
       y: targets of the output's shape (``'gaussian'``) or labels (``'categorical'``).
       kl: the scalar KL (or negative log prior).
-      num_train_examples, likelihood, noise_var, kl_weight, probit_method,
-        clt_categorical: as in :func:`elbo_loss`.
+      num_train_examples: ``N``, as in :func:`~bayeslayers_jax.elbo_loss`; so are
+        ``likelihood``, ``noise_var``, ``kl_weight``, ``probit_method`` and ``clt_categorical``.
 
     Returns:
       ``(loss, {'nll': mean NLL, 'kl': kl})``.

@@ -257,10 +257,12 @@ class BBBLinear(BayesianLinear):
     :func:`~bayeslayers_jax._layer_core.bbb_forward`), with an explicit input width.
 
     Args:
-        in_features, out_features: input and output widths.
-        use_bias, prior_mean, prior_std, bias_prior_mean, bias_prior_std, use_softplus,
-            dtype, param_dtype, weight_mu_init, weight_rho_init, bias_mu_init,
-            bias_rho_init: as the linen layer's fields.
+        in_features: the input width.
+        out_features: the output width.
+        use_bias: as the linen layer's field; so are ``prior_mean``, ``prior_std``,
+            ``bias_prior_mean``, ``bias_prior_std``, ``use_softplus``, ``dtype``,
+            ``param_dtype``, ``weight_mu_init``, ``weight_rho_init``, ``bias_mu_init`` and
+            ``bias_rho_init``.
         map: MAP mode (means only); the ``map=`` call argument wins over it.
         rng_collection: the stream name (``'sample'``) taken from ``rngs``.
         rngs: ``nnx.Rngs``: ``'params'`` (or ``'default'``) initializes; a stream named
@@ -349,7 +351,8 @@ class CLTLinear(BayesianLinear):
         act: ``'relu'`` or ``'crelu'`` (CReLU doubles the output width).
         is_input: the first layer (its input may be deterministic).
         is_output: the last layer (no activation).
-        (other arguments as :class:`BBBLinear`; nothing is sampled)
+
+    Other arguments as :class:`BBBLinear`; nothing is sampled.
 
     References:
         Wu et al., "Deterministic Variational Inference for Robust Bayesian Neural
