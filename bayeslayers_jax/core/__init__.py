@@ -25,6 +25,7 @@ from bayeslayers_jax.core._moments import neg_relu_moments as neg_relu_moments
 from bayeslayers_jax.core._moments import relu_moments as relu_moments
 from bayeslayers_jax.core._pooling import avg_pool_moments as avg_pool_moments
 from bayeslayers_jax.core._pooling import flatten_moments as flatten_moments
+from bayeslayers_jax.core._propagate import propagate_moments as propagate_moments
 from bayeslayers_jax.core._sampling import flipout as flipout
 from bayeslayers_jax.core._sampling import flipout_conv as flipout_conv
 from bayeslayers_jax.core._sampling import local_reparameterization as local_reparameterization
@@ -58,4 +59,5 @@ __all__ = [
     "kl_normal_from_log_std",
     "avg_pool_moments",
     "flatten_moments",
+    "propagate_moments",
 ]

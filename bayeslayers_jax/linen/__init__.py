@@ -59,6 +59,9 @@ Examples:
     False
 """
 
+from bayeslayers_jax.linen._bayesianize import Bayesianized as Bayesianized
+from bayeslayers_jax.linen._bayesianize import MOPED_DELTA as MOPED_DELTA
+from bayeslayers_jax.linen._bayesianize import bayesianize as bayesianize
 from bayeslayers_jax.linen._linear import BBBLinear as BBBLinear
 from bayeslayers_jax.linen._linear import CLTLinear as CLTLinear
 from bayeslayers_jax.linen._linear import CLTLinearDet as CLTLinearDet
@@ -117,4 +120,7 @@ __all__ = [
     "without_kl",
     "elbo_loss",
     "make_elbo_loss_fn",
+    "bayesianize",
+    "Bayesianized",
+    "MOPED_DELTA",
 ]

@@ -73,6 +73,14 @@ Examples:
     True
 """
 
+from bayeslayers_jax.nnx._conv import BBBConv as BBBConv
+from bayeslayers_jax.nnx._conv import CLTConv as CLTConv
+from bayeslayers_jax.nnx._conv import CLTConvDet as CLTConvDet
+from bayeslayers_jax.nnx._conv import FlipoutConv as FlipoutConv
+from bayeslayers_jax.nnx._conv import LRConv as LRConv
+from bayeslayers_jax.nnx._critic import BayesianCritic as BayesianCritic
+from bayeslayers_jax.nnx._linear import FlipoutLinear as FlipoutLinear
+from bayeslayers_jax.nnx._noise import LearnedNoise as LearnedNoise
 from bayeslayers_jax.nnx._linear import BBBLinear as BBBLinear
 from bayeslayers_jax.nnx._linear import CLTLinear as CLTLinear
 from bayeslayers_jax.nnx._linear import CLTLinearDet as CLTLinearDet
@@ -87,6 +95,14 @@ from bayeslayers_jax.nnx._interop import from_linen as from_linen
 from bayeslayers_jax.nnx._interop import to_linen as to_linen
 
 __all__ = [
+    "FlipoutLinear",
+    "BBBConv",
+    "LRConv",
+    "FlipoutConv",
+    "CLTConv",
+    "CLTConvDet",
+    "BayesianCritic",
+    "LearnedNoise",
     "Prior",
     "BBBLinear",
     "LRLinear",
