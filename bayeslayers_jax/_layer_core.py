@@ -24,8 +24,9 @@ Parameters are passed as a dict with the keys ``weight_mu``, ``weight_rho``, ``b
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +34,18 @@ import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from bayeslayers_jax._checks import as_float_array, check_concrete_real
-from bayeslayers_jax.core._clt import clt_linear_moments
+from bayeslayers_jax.core._clt import clt_conv_moments, clt_linear_moments
+from bayeslayers_jax.core._linear_map import Conv, Padding
 from bayeslayers_jax.core._kl import kl_normal_from_log_std
 from bayeslayers_jax.core._moments import crelu_moments, relu_moments
-from bayeslayers_jax.core._sampling import flipout, local_reparameterization, safe_sqrt, sample_weights
+from bayeslayers_jax.core._sampling import (
+    flipout,
+    flipout_conv,
+    local_reparameterization,
+    local_reparameterization_conv,
+    safe_sqrt,
+    sample_weights,
+)
 from bayeslayers_jax.core._transforms import rho_to_log_std, rho_to_std
 
 Array = jax.Array
@@ -87,6 +96,53 @@ def dense(x: Array, kernel: Array, bias: Array | None) -> Array:
 
 #: The affine map of the dense (linear) layers.
 DENSE = AffineMap(dense, local_reparameterization, clt_linear_moments, flipout)
+
+
+def conv_affine_map(
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "SAME",
+    input_dilation: int | Sequence[int] = 1,
+    kernel_dilation: int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+) -> AffineMap:
+    """The convolution as the layer core's affine map: ``conv(x, kernel) + bias`` and its uses.
+
+    Args:
+      strides, padding, input_dilation, kernel_dilation, feature_group_count: as for
+        :class:`flax.linen.Conv`.
+
+    Returns:
+      An affine map whose ``apply``, ``local_reparameterization``, ``moments`` and
+      ``flipout`` are the convolution's (the pure functions with these arguments bound).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from bayeslayers_jax._layer_core import conv_affine_map
+      >>> op = conv_affine_map(padding='VALID')
+      >>> print(op.apply(jnp.ones((1, 3, 3, 2)), jnp.ones((3, 3, 2, 1)), jnp.ones(1)))
+      [[[[19.]]]]
+    """
+    conv_args = dict(
+        strides=strides,
+        padding=padding,
+        input_dilation=input_dilation,
+        kernel_dilation=kernel_dilation,
+        feature_group_count=feature_group_count,
+    )
+    linear = Conv(**conv_args)
+
+    def apply(x: Array, kernel: Array, bias: Array | None) -> Array:
+        linear.check("x", x, "weight_mu", kernel)
+        y = linear(x, kernel)
+        return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
+
+    bind = functools.partial
+    return AffineMap(
+        apply,
+        bind(local_reparameterization_conv, **conv_args),
+        bind(clt_conv_moments, **conv_args),
+        bind(flipout_conv, **conv_args),
+    )
 
 
 # --------------------------------------------------------------------- configuration

@@ -38,67 +38,19 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 
 from bayeslayers_jax import _layer_core as core
-from bayeslayers_jax.core._linear_map import Conv, Padding
-from bayeslayers_jax.core._clt import clt_conv_moments
+from bayeslayers_jax._layer_core import conv_affine_map
+from bayeslayers_jax.core._linear_map import Padding
 from bayeslayers_jax.linen._linear import BayesianLinearBase
-from bayeslayers_jax.core._sampling import flipout_conv, local_reparameterization_conv
 
 __all__ = ["BBBConv", "LRConv", "FlipoutConv", "CLTConv", "CLTConvDet", "conv_affine_map"]
 
 Array = jax.Array
-
-
-def conv_affine_map(
-    strides: int | Sequence[int] = 1,
-    padding: Padding = "SAME",
-    input_dilation: int | Sequence[int] = 1,
-    kernel_dilation: int | Sequence[int] = 1,
-    feature_group_count: int = 1,
-) -> core.AffineMap:
-    """The convolution as the layer core's affine map: ``conv(x, kernel) + bias`` and its uses.
-
-    Args:
-      strides, padding, input_dilation, kernel_dilation, feature_group_count: as for
-        :class:`flax.linen.Conv`.
-
-    Returns:
-      An affine map whose ``apply``, ``local_reparameterization``, ``moments`` and
-      ``flipout`` are the convolution's (the pure functions with these arguments bound).
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> op = conv_affine_map(padding='VALID')
-      >>> print(op.apply(jnp.ones((1, 3, 3, 2)), jnp.ones((3, 3, 2, 1)), jnp.ones(1)))
-      [[[[19.]]]]
-    """
-    conv_args = dict(
-        strides=strides,
-        padding=padding,
-        input_dilation=input_dilation,
-        kernel_dilation=kernel_dilation,
-        feature_group_count=feature_group_count,
-    )
-    linear = Conv(**conv_args)
-
-    def apply(x: Array, kernel: Array, bias: Array | None) -> Array:
-        linear.check("x", x, "weight_mu", kernel)
-        y = linear(x, kernel)
-        return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
-
-    bind = functools.partial
-    return core.AffineMap(
-        apply,
-        bind(local_reparameterization_conv, **conv_args),
-        bind(clt_conv_moments, **conv_args),
-        bind(flipout_conv, **conv_args),
-    )
 
 
 def _kw(default: Any) -> Any:

@@ -12,7 +12,6 @@ the convolution's affine map, so the two front ends agree for the same parameter
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import jax
@@ -20,36 +19,12 @@ import numpy as np
 from flax import nnx
 
 from bayeslayers_jax import _layer_core as core
-from bayeslayers_jax.core._clt import clt_conv_moments
-from bayeslayers_jax.core._linear_map import Conv, Padding
-from bayeslayers_jax.core._sampling import flipout_conv, local_reparameterization_conv
+from bayeslayers_jax.core._linear_map import Padding
 from bayeslayers_jax.nnx._linear import BayesianLinear, Prior
 
 __all__ = ["BBBConv", "LRConv", "FlipoutConv", "CLTConv", "CLTConvDet"]
 
 Array = jax.Array
-
-
-def _conv_affine_map(strides, padding, input_dilation, kernel_dilation, feature_group_count) -> core.AffineMap:
-    """The convolution as the layer core's affine map (the linen conv layers' map)."""
-    conv_args = dict(
-        strides=strides, padding=padding, input_dilation=input_dilation,
-        kernel_dilation=kernel_dilation, feature_group_count=feature_group_count,
-    )
-    linear = Conv(**conv_args)
-
-    def apply(x: Array, kernel: Array, bias: Array | None) -> Array:
-        linear.check("x", x, "weight_mu", kernel)
-        y = linear(x, kernel)
-        return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
-
-    bind = functools.partial
-    return core.AffineMap(
-        apply,
-        bind(local_reparameterization_conv, **conv_args),
-        bind(clt_conv_moments, **conv_args),
-        bind(flipout_conv, **conv_args),
-    )
 
 
 def _kernel_size(kernel_size: Any) -> tuple[int, ...]:
@@ -99,7 +74,7 @@ class _BayesianConv(BayesianLinear):
         rngs: nnx.Rngs,
     ) -> None:
         size = _kernel_size(kernel_size)
-        self._op = _conv_affine_map(strides, padding, input_dilation, kernel_dilation, feature_group_count)
+        self._op = core.conv_affine_map(strides, padding, input_dilation, kernel_dilation, feature_group_count)
         core.check_features(in_features, "in_features")
         core.check_features(out_features, "out_features")
         if out_features % feature_group_count:
