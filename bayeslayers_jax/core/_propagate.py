@@ -145,8 +145,11 @@ def _templates() -> tuple[_Template, ...]:
         closed = jax.make_jaxpr(f)(jax.ShapeDtypeStruct((2,), jnp.float32))
         jaxpr = closed.jaxpr
         producers = {v: e for e in jaxpr.eqns for v in e.outvars}
-        if not closed.consts and jaxpr.outvars[0] in producers:
-            out.append(_Template(kind, jaxpr.invars[0], jaxpr.outvars[0], producers))
+        root = jaxpr.outvars[0]
+        while root in producers and producers[root].primitive.name in ("copy", "copy_p"):
+            root = producers[root].invars[0]  # a trailing copy has its own rule (identity)
+        if not closed.consts and root in producers:
+            out.append(_Template(kind, jaxpr.invars[0], root, producers))
     return tuple(out)
 
 
@@ -156,7 +159,9 @@ def _match(t, u, tmpl: _Template, producers: dict, binding: dict) -> dict | None
         if not isinstance(u, Literal) or np.shape(u.val) != () or np.shape(t.val) != ():
             return None
         a, b = float(t.val), float(u.val)
-        return binding if abs(a - b) <= 1e-6 * max(1.0, abs(a)) else None
+        dtype = getattr(u.aval, "dtype", np.float64)
+        tol = max(1e-6, 4 * float(jnp.finfo(dtype).eps)) if jnp.issubdtype(dtype, jnp.floating) else 0.0
+        return binding if abs(a - b) <= tol * max(1.0, abs(a)) else None  # the constant in u's precision
     if not isinstance(u, Var) or isinstance(u, Literal):
         return None
     if t in binding:
