@@ -38,11 +38,15 @@ negative term carries :math:`\Phi(-t)` and vanishes. The limit :math:`\theta = 0
 tie, :math:`X_1 = X_2` and the variance is :math:`v_1 = v_2`).
 
 Gradients are finite everywhere, zero variances included (double-``where`` square roots,
-whose derivative at 0 is taken as 0, and the ReLU moments' closed-form derivatives); where
-the exact derivative is infinite (with respect to a variance at 0 when :math:`\theta = 0` and
-the means tie, or when :math:`\rho \ne 0`) this is a convention: at :math:`v_i = 0` the
-covariance term :math:`\rho\sqrt{v_1 v_2}` contributes no derivative. A NaN input gives NaN
-moments; a concrete negative variance raises ``ValueError`` naming it (traced: NaN).
+whose derivative at 0 is taken as 0, and the ReLU moments' closed-form derivatives). With
+separated means they are exact there (a deterministic arm of the larger mean: ``dVar/dv_b``
+is 1). Two cases are conventions: at :math:`v_i = 0` the covariance term
+:math:`\rho\sqrt{v_1 v_2}` contributes no derivative (the exact one is infinite for
+:math:`\rho \ne 0`); and at :math:`\theta = 0` with tied means (e.g. two deterministic arms
+of one value) the derivatives with respect to the variances go through
+:math:`\theta = \sqrt{\theta^2}` at 0 and are taken as 0 (the mean's exact derivative is
+infinite there; the variance's, finite, is not reproduced). A NaN input gives NaN moments;
+a concrete negative variance raises ``ValueError`` naming it (traced: NaN).
 
 References:
   Clark (1961). The Greatest of a Finite Set of Random Variables. Operations Research 9(2).
@@ -83,9 +87,9 @@ def _max_core(mu1, v1, mu2, v2, rho):
     mu_b, v_b = jnp.where(first, mu1, mu2), jnp.where(first, v1, v2)
     d = mu_b - jnp.where(first, mu2, mu1)
     s1, s2 = _sqrt0(v1), _sqrt0(v2)
-    # sqrt(v1 v2); at v1 = v2 exactly v1 (with the derivative 1/2 each, that of sqrt(v1 v2)),
-    # so that a tie at theta = 0 (X1 = X2) returns the variance exactly.
-    s12 = jnp.where(v1 == v2, 0.5 * (v1 + v2), s1 * s2)
+    # sqrt(v1 v2); at v1 = v2 > 0 exactly v1 (with the derivative 1/2 each, that of
+    # sqrt(v1 v2)), so that a tie at theta = 0 (X1 = X2) returns the variance exactly.
+    s12 = jnp.where((v1 == v2) & (v1 > 0), 0.5 * (v1 + v2), s1 * s2)
     cov = rho * s12
     both = (v1 > 0) & (v2 > 0)
     theta2 = jnp.where(both, (s1 - s2) * (s1 - s2) + (2.0 * (1.0 - rho)) * s12, v1 + v2)
