@@ -55,7 +55,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax
