@@ -199,103 +199,6 @@ class _Plan(NamedTuple):
     units: dict  # root index -> _Unit
 
 
-def _is_var(v) -> bool:
-    return isinstance(v, Var) and not isinstance(v, Literal)
-
-
-def _match_layer_norm(eqns, producers, consumers, i):
-    """``flax.linen.LayerNorm`` around the ``rsqrt`` equation ``i``, or None.
-
-    Matches ``(x - mean(x)) * (rsqrt(var(x) + eps) [* scale])`` with ``var(x)`` either
-    ``max(0, mean(x^2) - mean(x)^2)`` (``use_fast_variance``) or ``mean((x - mean(x))^2)``,
-    means over the same axes. Returns ``(root index, _Unit)``.
-    """
-    prod = lambda v, *names: producers.get(v) if _is_var(v) and (  # noqa: E731
-        producers.get(v) is not None and producers[v].primitive.name in names) else None
-    lit = lambda v: float(v.val) if isinstance(v, Literal) and np.shape(v.val) == () else None  # noqa: E731
-    def strip(v):  # through broadcasts and reshapes of a statistic
-        while (e := prod(v, "broadcast_in_dim", "reshape")) is not None:
-            v = e.invars[0]
-        return v
-
-    def mean_of(v):  # v = reduce_sum(y, axes) / n with n the reduced size -> (y, axes)
-        e_div = prod(v, "div")
-        e_sum = e_div and prod(e_div.invars[0], "reduce_sum")
-        if e_sum is None or lit(e_div.invars[1]) is None:
-            return None
-        axes = tuple(e_sum.params["axes"])
-        shape = e_sum.invars[0].aval.shape
-        if lit(e_div.invars[1]) != float(np.prod([shape[a] for a in axes])):
-            return None
-        return e_sum.invars[0], axes, v
-
-    def centred(v):  # v = x - bcast(mean(x)) -> (x, axes, the mean's variable)
-        e = prod(v, "sub")
-        stats = e and mean_of(strip(e.invars[1]))
-        if stats is None or stats[0] is not e.invars[0]:
-            return None
-        return stats
-
-    e_add = prod(eqns[i].invars[0], "add", "add_any")
-    if e_add is None:
-        return None
-    k = [j for j in (0, 1) if lit(e_add.invars[j]) is not None]
-    if len(k) != 1:
-        return None
-    eps, stat = lit(e_add.invars[k[0]]), strip(e_add.invars[1 - k[0]])
-    e_max = prod(stat, "max")
-    if e_max is not None and lit(e_max.invars[0]) == 0.0:
-        stat = e_max.invars[1]
-    e_sub = prod(stat, "sub")
-    if e_sub is not None and prod(e_sub.invars[1], "square") is not None:  # mean(x^2) - mean(x)^2
-        e_sq = prod(e_sub.invars[1], "square")
-        second, mean = mean_of(e_sub.invars[0]), mean_of(e_sq.invars[0])
-        e_x2 = second and prod(second[0], "square")
-        if mean is None or e_x2 is None or e_x2.invars[0] is not mean[0] or second[1] != mean[1]:
-            return None
-    else:  # mean((x - mean(x))^2)
-        second = mean_of(stat)
-        e_sq = second and prod(second[0], "square")
-        mean = e_sq and centred(e_sq.invars[0])
-        if mean is None or second[1] != mean[1]:
-            return None
-    x, axes, mean_var = mean
-    # Consumers: rsqrt(.) [* scale] multiplies x - mean(x).
-    use = lambda v: [eqns[j] for j in consumers.get(v, ())]  # noqa: E731
-    out, scale = eqns[i].outvars[0], None
-    users = use(out)
-    if len(users) != 1 or users[0].primitive.name != "mul":
-        return None
-    e_mul = users[0]
-    other = e_mul.invars[1] if e_mul.invars[0] is out else e_mul.invars[0]
-    c = centred(other)
-    if c is None:  # rsqrt(.) * scale, then (x - mean) * that
-        first = e_mul
-        r_users = use(first.outvars[0])
-        if len(r_users) != 1 or r_users[0].primitive.name != "mul":
-            return None
-        scale, e_mul = other, r_users[0]
-        other = e_mul.invars[1] if e_mul.invars[0] is first.outvars[0] else e_mul.invars[0]
-        c = centred(other)
-    if c is None or c[0] is not x or c[1] != axes or strip(c[2]) is not strip(mean_var):
-        return None
-    if e_mul.outvars[0].aval.shape != x.aval.shape:
-        return None
-    inputs = (x,) if scale is None else (x, scale)
-    # The unit's equations: everything between its inputs and its root (checked above).
-    index = {id(e): j for j, e in enumerate(eqns)}
-    order, stack = set(), [e_mul.outvars[0]]
-    while stack:
-        v = stack.pop()
-        if not _is_var(v) or any(v is u for u in inputs) or index[id(producers[v])] in order:
-            continue
-        order.add(index[id(producers[v])])
-        stack.extend(producers[v].invars)
-    order = sorted(order)
-    unit = _Unit("layer_norm", inputs, tuple(eqns[j] for j in order), {"epsilon": eps, "axis": axes})
-    return index[id(e_mul)], unit
-
-
 def _plan(jaxpr) -> _Plan:
     """Finds the units, then the equations the outputs need (a unit needs its inputs only)."""
     eqns = jaxpr.eqns
@@ -303,15 +206,15 @@ def _plan(jaxpr) -> _Plan:
     consumers: dict = {}
     for j, e in enumerate(eqns):
         for v in e.invars:
-            if _is_var(v):
+            if rules.is_var(v):
                 consumers.setdefault(v, []).append(j)
     index = {id(e): j for j, e in enumerate(eqns)}
     units = {}
     for i, eqn in enumerate(eqns):
         if eqn.primitive.name == "rsqrt":
-            found = _match_layer_norm(eqns, producers, consumers, i)
+            found = rules.match_layer_norm(eqns, producers, consumers, i)
             if found is not None:
-                units[found[0]] = found[1]
+                units[found[0]] = _Unit(*found[1:])
         for tmpl in _templates():
             if tmpl.producers[tmpl.root].primitive is not eqn.primitive or len(eqn.outvars) != 1 or i in units:
                 continue
@@ -320,14 +223,14 @@ def _plan(jaxpr) -> _Plan:
                 matched = sorted(index[id(producers[u])] for t, u in binding.items() if t is not tmpl.input)
                 units[i] = _Unit(tmpl.kind, (binding[tmpl.input],), tuple(eqns[j] for j in matched), {})
                 break
-    needed = {v for v in jaxpr.outvars if _is_var(v)}
+    needed = {v for v in jaxpr.outvars if rules.is_var(v)}
     order = []
     for i in range(len(eqns) - 1, -1, -1):
         eqn = eqns[i]
         if eqn.effects or any(v in needed for v in eqn.outvars):
             order.append(i)
             deps = units[i].inputs if i in units else eqn.invars
-            needed.update(v for v in deps if _is_var(v))
+            needed.update(v for v in deps if rules.is_var(v))
     return _Plan(order[::-1], units)
 
 

@@ -17,12 +17,12 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import ClosedJaxpr, Literal, jaxpr_as_fun
+from jax.extend.core import ClosedJaxpr, Literal, Var, jaxpr_as_fun
 
 from bayeslayers_jax.core._moments import neg_relu_moments, relu_moments
 from bayeslayers_jax.core._sampling import safe_sqrt
 
-__all__ = ["Moments", "RULES", "CALL_JAXPR_PARAM", "NAMED_UNITS", "unit_moments"]
+__all__ = ["Moments", "RULES", "CALL_JAXPR_PARAM", "NAMED_UNITS", "unit_moments", "match_layer_norm", "layer_norm_unit"]
 
 
 class Moments(NamedTuple):
@@ -47,17 +47,12 @@ def _rule(*names):
 
 
 def _bind(eqn, *args):
-    out = eqn.primitive.bind(*args, **eqn.primitive.get_bind_params(eqn.params))
-    return out
-
-
-def _zeros(eqn, i):
-    aval = eqn.invars[i].aval
-    return jnp.zeros(aval.shape, aval.dtype)
+    return eqn.primitive.bind(*args, **eqn.primitive.get_bind_params(eqn.params))
 
 
 def _var_or_zeros(eqn, ins, i):
-    return _zeros(eqn, i) if ins[i].var is None else ins[i].var
+    aval = eqn.invars[i].aval
+    return jnp.zeros(aval.shape, aval.dtype) if ins[i].var is None else ins[i].var
 
 
 def _full(eqn, x):
@@ -90,11 +85,9 @@ def _dependent_only_first(ctx, eqn, ins):
 
 
 # --------------------------------------------------------------------- linear and structural
-@_rule(
-    "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "rev", "slice",
-    "copy", "copy_p", "reduce_sum", "cumsum", "reduce_window_sum", "dynamic_slice", "gather",
-    "convert_element_type", "pad", "real", "reduce_precision",
-)
+@_rule("reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "rev", "slice", "copy", "copy_p",
+       "reduce_sum", "cumsum", "reduce_window_sum", "dynamic_slice", "gather", "convert_element_type", "pad",
+       "real", "reduce_precision")
 def _same_map(ctx, eqn, ins):
     """Ops linear in operand 0 that move, copy or sum its elements: the same op on the variance."""
     _dependent_only_first(ctx, eqn, ins)
@@ -226,23 +219,16 @@ def _structure():
 
 
 def _act(name):
-    return lambda m, s, **p: getattr(_activations(), name)(m, s, **p)
+    return lambda m, s, *p: getattr(_activations(), name)(m, s, *p)
 
 
-def _celu(m, s, alpha):
-    # celu(x; a) = a * elu(x / a; 1) for a > 0 (jax.nn.celu)
+def _celu(m, s, alpha):  # celu(x; a) = a elu(x / a; 1) for a > 0 (jax.nn.celu)
     mean, var = _activations().elu_moments(m / alpha, s / jnp.abs(alpha), 1.0)
     return alpha * mean, (alpha * alpha) * var
 
 
-def _erfc(m, s):
-    mean, var = _activations().erf_moments(m, s)
-    return 1 - mean, var
-
-
-def _expm1(m, s):
-    mean, var = _activations().exp_moments(m, s)
-    return mean - 1, var
+def _shifted(name, a, b):  # the moments of a + b f(X)
+    return lambda m, s: (lambda mean, var: (a + b * mean, var))(*getattr(_activations(), name)(m, s))
 
 
 #: Exact moments ``(mu, sigma, **params) -> (mean, var)`` of each elementwise unit.
@@ -251,41 +237,132 @@ _EXACT: dict[str, Callable] = {
     "gelu": _act("gelu_moments"),
     "silu": _act("silu_moments"),
     "softplus": _act("softplus_moments"),
-    "elu": lambda m, s, alpha: _activations().elu_moments(m, s, alpha),
+    "elu": _act("elu_moments"),
     "celu": _celu,
-    "leaky_relu": lambda m, s, negative_slope: _activations().leaky_relu_moments(m, s, negative_slope),
+    "leaky_relu": _act("leaky_relu_moments"),
     "probit": _act("probit_moments"),
     "tanh": _act("tanh_moments"),
     "logistic": _act("sigmoid_moments"),
     "erf": _act("erf_moments"),
-    "erfc": _erfc,
+    "erfc": _shifted("erf_moments", 1, -1),
     "exp": _act("exp_moments"),
-    "expm1": _expm1,
+    "expm1": _shifted("exp_moments", -1, 1),
 }
 
-#: Named sub-jaxprs (``jax.jit``/``custom_jvp`` names of jax.nn functions) applied as one unit,
-#: with the probe that reads their parameter from the function itself: ``(param, x, sign)``
-#: means ``param = sign * f(x)`` (``elu``/``celu``: ``f(-inf) = -alpha``; ``leaky_relu``:
-#: ``f(-1) = -negative_slope``).
+#: Named sub-jaxprs (``jit``/``custom_jvp`` names of jax.nn functions) applied as one unit, with
+#: the probe ``(x, sign)`` that reads their parameter from the function: ``sign * f(x)``
+#: (``elu``, ``celu``: ``f(-inf) = -alpha``; ``leaky_relu``: ``f(-1) = -negative_slope``).
 NAMED_UNITS: dict[str, tuple | None] = {
-    "relu": None,
-    "silu": None,
-    "softplus": None,
-    "elu": ("alpha", -np.inf, -1.0),
-    "celu": ("alpha", -np.inf, -1.0),
-    "leaky_relu": ("negative_slope", -1.0, -1.0),
+    "relu": None, "silu": None, "softplus": None,
+    "elu": (-np.inf, -1.0), "celu": (-np.inf, -1.0), "leaky_relu": (-1.0, -1.0),
 }
 
 
-def unit_moments(ctx, kind: str, x: Moments, f: Callable, aval, **params) -> Moments:
+def unit_moments(ctx, kind: str, x: Moments, f: Callable, aval, *params) -> Moments:
     """An elementwise unit ``f`` of kind ``kind`` applied to ``x``: exact moments, or linearized."""
     m = jnp.broadcast_to(jnp.asarray(x.mean, aval.dtype), aval.shape)
     v = jnp.broadcast_to(jnp.asarray(x.var, aval.dtype), aval.shape)
     if ctx.method == "linearized":  # f(mu), f'(mu)^2 var (first order)
         mean, slope = jax.jvp(f, (m,), (jnp.ones_like(m),))
         return Moments(mean, slope * slope * v, x.src)
-    mean, var = _EXACT[kind](m, safe_sqrt(v), **params)
+    mean, var = _EXACT[kind](m, safe_sqrt(v), *params)
     return Moments(jnp.asarray(mean, aval.dtype), jnp.asarray(var, aval.dtype), x.src)
+
+
+def is_var(v) -> bool:
+    return isinstance(v, Var) and not isinstance(v, Literal)
+
+
+def match_layer_norm(eqns, producers, consumers, i):
+    """``flax.linen.LayerNorm`` around the ``rsqrt`` equation ``i``, or None.
+
+    Matches ``(x - mean(x)) * (rsqrt(var(x) + eps) [* scale])`` with ``var(x)`` either
+    ``max(0, mean(x^2) - mean(x)^2)`` (``use_fast_variance``) or ``mean((x - mean(x))^2)``,
+    means over the same axes. Returns ``(root index, _Unit)``.
+    """
+    prod = lambda v, *names: producers.get(v) if is_var(v) and (  # noqa: E731
+        producers.get(v) is not None and producers[v].primitive.name in names) else None
+    lit = lambda v: float(v.val) if isinstance(v, Literal) and np.shape(v.val) == () else None  # noqa: E731
+    def strip(v):  # through broadcasts and reshapes of a statistic
+        while (e := prod(v, "broadcast_in_dim", "reshape")) is not None:
+            v = e.invars[0]
+        return v
+
+    def mean_of(v):  # v = reduce_sum(y, axes) / n with n the reduced size -> (y, axes)
+        e_div = prod(v, "div")
+        e_sum = e_div and prod(e_div.invars[0], "reduce_sum")
+        if e_sum is None or lit(e_div.invars[1]) is None:
+            return None
+        axes = tuple(e_sum.params["axes"])
+        shape = e_sum.invars[0].aval.shape
+        if lit(e_div.invars[1]) != float(np.prod([shape[a] for a in axes])):
+            return None
+        return e_sum.invars[0], axes, v
+
+    def centred(v):  # v = x - bcast(mean(x)) -> (x, axes, the mean's variable)
+        e = prod(v, "sub")
+        stats = e and mean_of(strip(e.invars[1]))
+        if stats is None or stats[0] is not e.invars[0]:
+            return None
+        return stats
+
+    e_add = prod(eqns[i].invars[0], "add", "add_any")
+    if e_add is None:
+        return None
+    k = [j for j in (0, 1) if lit(e_add.invars[j]) is not None]
+    if len(k) != 1:
+        return None
+    eps, stat = lit(e_add.invars[k[0]]), strip(e_add.invars[1 - k[0]])
+    e_max = prod(stat, "max")
+    if e_max is not None and lit(e_max.invars[0]) == 0.0:
+        stat = e_max.invars[1]
+    e_sub = prod(stat, "sub")
+    if e_sub is not None and prod(e_sub.invars[1], "square") is not None:  # mean(x^2) - mean(x)^2
+        e_sq = prod(e_sub.invars[1], "square")
+        second, mean = mean_of(e_sub.invars[0]), mean_of(e_sq.invars[0])
+        e_x2 = second and prod(second[0], "square")
+        if mean is None or e_x2 is None or e_x2.invars[0] is not mean[0] or second[1] != mean[1]:
+            return None
+    else:  # mean((x - mean(x))^2)
+        second = mean_of(stat)
+        e_sq = second and prod(second[0], "square")
+        mean = e_sq and centred(e_sq.invars[0])
+        if mean is None or second[1] != mean[1]:
+            return None
+    x, axes, mean_var = mean
+    # Consumers: rsqrt(.) [* scale] multiplies x - mean(x).
+    use = lambda v: [eqns[j] for j in consumers.get(v, ())]  # noqa: E731
+    out, scale = eqns[i].outvars[0], None
+    users = use(out)
+    if len(users) != 1 or users[0].primitive.name != "mul":
+        return None
+    e_mul = users[0]
+    other = e_mul.invars[1] if e_mul.invars[0] is out else e_mul.invars[0]
+    c = centred(other)
+    if c is None:  # rsqrt(.) * scale, then (x - mean) * that
+        first = e_mul
+        r_users = use(first.outvars[0])
+        if len(r_users) != 1 or r_users[0].primitive.name != "mul":
+            return None
+        scale, e_mul = other, r_users[0]
+        other = e_mul.invars[1] if e_mul.invars[0] is first.outvars[0] else e_mul.invars[0]
+        c = centred(other)
+    if c is None or c[0] is not x or c[1] != axes or strip(c[2]) is not strip(mean_var):
+        return None
+    if e_mul.outvars[0].aval.shape != x.aval.shape:
+        return None
+    inputs = (x,) if scale is None else (x, scale)
+    # The unit's equations: everything between its inputs and its root (checked above).
+    index = {id(e): j for j, e in enumerate(eqns)}
+    order, stack = set(), [e_mul.outvars[0]]
+    while stack:
+        v = stack.pop()
+        if not is_var(v) or any(v is u for u in inputs) or index[id(producers[v])] in order:
+            continue
+        order.add(index[id(producers[v])])
+        stack.extend(producers[v].invars)
+    order = sorted(order)
+    return index[id(e_mul)], "layer_norm", inputs, tuple(eqns[j] for j in order), {"epsilon": eps, "axis": axes}
 
 
 def layer_norm_unit(ctx, eqn, ins, aval, *, epsilon, axis) -> Moments:
@@ -441,15 +518,14 @@ def _call(ctx, eqn, ins):
         rest = [m.mean for m in ins[1:]]
         fun = jaxpr_as_fun(ClosedJaxpr(jaxpr, consts))
         f = lambda t: fun(t, *rest)[0]  # noqa: E731
-        params = {}
-        probe = NAMED_UNITS[name]
-        if probe is not None:
-            param, x, sign = probe
+        params = []
+        if NAMED_UNITS[name] is not None:
+            x, sign = NAMED_UNITS[name]
             value = sign * f(jnp.full(out_aval.shape, x, out_aval.dtype))
             if all(np.ndim(r) == 0 for r in rest) and value.size:
                 value = jnp.reshape(value, (-1,))[0]  # one scalar parameter
-            params[param] = value
-        return [unit_moments(ctx, name, ins[0], f, out_aval, **params)]
+            params.append(value)
+        return [unit_moments(ctx, name, ins[0], f, out_aval, *params)]
     return ctx.call(jaxpr, consts, ins)
 
 
@@ -457,5 +533,3 @@ for _name in CALL_JAXPR_PARAM:
     RULES[_name] = _call
 
 
-def is_literal(atom) -> bool:
-    return isinstance(atom, Literal)
