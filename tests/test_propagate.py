@@ -320,11 +320,14 @@ WEIGHT_STD = 0.1
 
 
 def _init(module, x, rng):
-    """Parameters of the flax init's shapes: kernels N(0, 1/fan_in), biases N(0, 0.1^2), scales 1 + N(0, 0.1^2)."""
+    """Parameters of the flax init's shapes: kernels N(0, 1/fan_in), biases and means N(0, 0.1^2),
+    scales 1 + N(0, 0.1^2), batch-statistics variances U(0.5, 1.5)."""
     def draw(path, leaf):
         name = jax.tree_util.keystr(path)
         if "kernel" in name:
             return jnp.asarray(rng.normal(size=leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1])))
+        if "'var'" in name:
+            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape))
         return jnp.asarray(("scale" in name) + 0.1 * rng.normal(size=leaf.shape))
 
     return jax.tree_util.tree_map_with_path(draw, jax.eval_shape(module.init, jax.random.key(0), x))
@@ -429,7 +432,7 @@ def test_collections_pass_through_and_zero_variance_is_the_function_itself():
         @nn.compact
         def __call__(self, x):
             h = nn.BatchNorm(use_running_average=True, param_dtype=F64, force_float32_reductions=False)(nn.Dense(8, param_dtype=F64)(x))
-            h = nn.Dropout(0.5, deterministic=True)(nn.gelu(h))
+            h = nn.Dropout(0.5, deterministic=True)(nn.gelu(h, approximate=False))
             return nn.Dense(2, param_dtype=F64)(jnp.concatenate([nn.relu(h), jax.scipy.special.erf(h)], -1)), x
 
     net, x = Net(), jnp.linspace(-1, 1, 12, dtype=F64).reshape(4, 3)
@@ -437,6 +440,7 @@ def test_collections_pass_through_and_zero_variance_is_the_function_itself():
     zeros = {"params": jax.tree.map(jnp.zeros_like, variables["params"]), "batch_stats": None}
     (y, x_out), (y_var, x_var) = jax.jit(propagate_moments(net.apply))((variables, x), (zeros, None))
     ref, _ = net.apply(variables, x)
+    assert np.all(np.isfinite(ref))
     np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-14)
     assert float(jnp.max(y_var)) == 0.0 and x_var is None  # the deterministic output's var is None
     np.testing.assert_array_equal(x_out, x)
