@@ -43,7 +43,19 @@ class NormMLP(nn.Module):
 class NoDense(nn.Module):
     @nn.compact
     def __call__(self, x):
-        return nn.Conv(2, (1,), param_dtype=F64)(x)
+        return x * self.param("scale", nn.initializers.ones, (1, x.shape[-1]), F64)
+
+
+class CNN(nn.Module):
+    """Conv, BatchNorm, relu, Dropout, Conv (strided, grouped), mean pool, Dense (float32)."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
+        x = nn.Dropout(0.3, deterministic=not train)(jax.nn.relu(x))
+        x = jax.nn.relu(nn.Conv(4, (2, 2), strides=2, padding="VALID", feature_group_count=2)(x))
+        return nn.Dense(3)(jnp.mean(x, axis=(1, 2)))
 
 
 def _x(shape=(5, 4), seed=0, dtype=F64):
@@ -66,7 +78,7 @@ def _means_to_deterministic(vb, v0):
     return traverse_util.unflatten_dict(flat)
 
 
-@pytest.mark.parametrize("method", ["bbb", "lr", "flipout"])
+@pytest.mark.parametrize("method", ["lr"])  # MAP mode is the same mean pass for every method
 def test_map_equals_original_and_paths(method):
     x = _x()
     net = MLP()
@@ -86,14 +98,17 @@ def test_map_equals_original_and_paths(method):
     np.testing.assert_allclose(vb["params"]["Dense_1"]["weight_rho"], np.log(0.2), rtol=1e-15)
 
 
-def test_map_with_batchnorm_dropout():
-    x = _x((7, 4), dtype=jnp.float32)
-    net = NormMLP()
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_map_with_batchnorm_dropout(kind):
+    x = _x((7, 4) if kind == "mlp" else (2, 6, 6, 2), dtype=jnp.float32)
+    net = NormMLP() if kind == "mlp" else CNN()
     bnet = bayesianize(net, "lr")
     vb = bnet.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
     assert sorted(vb) == ["batch_stats", "params", "prior"]
     v0 = _means_to_deterministic(vb, net.init(jax.random.key(3), x))
     v0 = {**v0, "params": {**v0["params"], "BatchNorm_0": vb["params"]["BatchNorm_0"]}}
+    assert jax.tree_util.tree_structure(v0["params"]) == jax.tree_util.tree_structure(
+        net.init(jax.random.key(3), x)["params"])
     ref = net.apply(v0, x)
     out = bnet.apply(vb, x, map=True)
     eps32 = float(np.finfo(np.float32).eps)
@@ -101,8 +116,10 @@ def test_map_with_batchnorm_dropout():
     # Training mode: dropout and batch statistics still work through the wrapper.
     y, state = bnet.apply(vb, x, True, rngs={"sample": jax.random.key(4), "dropout": jax.random.key(5)},
                           mutable=["batch_stats", "kl"])
-    assert y.shape == (7, 3) and bool(jnp.all(jnp.isfinite(y)))
-    assert sorted(state["kl"]) == ["Dense_0", "head"]
+    assert y.shape == (x.shape[0], 3) and bool(jnp.all(jnp.isfinite(y)))
+    assert sorted(state["kl"]) == (["Dense_0", "head"] if kind == "mlp" else ["Conv_0", "Conv_1", "Dense_0"])
+    if kind == "cnn":
+        assert vb["params"]["Conv_1"]["weight_mu"].shape == (2, 2, 2, 4)
 
 
 def test_kl_matches_closed_form():
@@ -118,7 +135,7 @@ def test_kl_matches_closed_form():
     np.testing.assert_allclose(float(bl.total_kl(state)), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("method", ["lr", "bbb", "flipout"])
+@pytest.mark.parametrize("method", ["lr", "bbb", pytest.param("flipout", marks=pytest.mark.slow)])
 def test_moments_match_weight_sampling(method):
     """Per-example output mean and variance: the bayesianized model vs Monte Carlo of the
     original model with sampled weights, within 4 standard errors."""
@@ -206,15 +223,15 @@ def test_include_exclude():
 
 
 def test_moped():
-    x = _x((6, 4), dtype=jnp.float32)
-    net = NormMLP()
+    x = _x((2, 6, 6, 2), dtype=jnp.float32)
+    net = CNN()
     pre = net.init(jax.random.key(3), x)
     # Non-trivial running statistics, so copying them is checked.
     pre = {**pre, "batch_stats": jax.tree_util.tree_map(
         lambda a: a + jax.random.uniform(jax.random.key(4), a.shape, a.dtype), pre["batch_stats"])}
     bnet = bayesianize(net, "bbb", pretrained=pre)
     vb = bnet.init(jax.random.key(0), x)
-    for name in ("Dense_0", "head"):
+    for name in ("Conv_0", "Conv_1", "Dense_0"):
         w, b = pre["params"][name]["kernel"], pre["params"][name]["bias"]
         p = vb["params"][name]
         np.testing.assert_array_equal(p["weight_mu"], w)
@@ -227,22 +244,22 @@ def test_moped():
     # initial KL is exactly 0.
     bnet = bayesianize(net, "bbb", pretrained=pre, moped_prior=True, moped_delta=0.2)
     vb = bnet.init(jax.random.key(0), x)
-    np.testing.assert_array_equal(vb["prior"]["head"]["weight_mean"], pre["params"]["head"]["kernel"])
-    np.testing.assert_allclose(vb["prior"]["head"]["weight_std"], 0.2 * jnp.abs(pre["params"]["head"]["kernel"]),
+    np.testing.assert_array_equal(vb["prior"]["Conv_1"]["weight_mean"], pre["params"]["Conv_1"]["kernel"])
+    np.testing.assert_allclose(vb["prior"]["Conv_1"]["weight_std"], 0.2 * jnp.abs(pre["params"]["Conv_1"]["kernel"]),
                                rtol=1e-7)
     _, state = bnet.apply(vb, x, rngs={"sample": jax.random.key(1)}, mutable=["kl"])
     assert abs(float(bl.total_kl(state))) < 1e-3  # float32 rounding of log(sigma_p / sigma_q)
     vb = bayesianize(net, pretrained=pre, moped_prior=True, moped_prior_std=2.0).init(jax.random.key(0), x)
-    np.testing.assert_array_equal(vb["prior"]["Dense_0"]["weight_std"], 2.0)
+    np.testing.assert_array_equal(vb["prior"]["Conv_0"]["weight_std"], 2.0)
 
 
 def test_errors():
     x = _x()
-    with pytest.raises(ValueError, match="no nn.Dense"):
+    with pytest.raises(ValueError, match="no nn.Dense/nn.Conv layer to convert"):
         bayesianize(NoDense()).init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="matches no nn.Dense"):
+    with pytest.raises(ValueError, match="matches no nn.Dense/nn.Conv"):
         bayesianize(MLP(), include="Dense_9").init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="matches no nn.Dense"):
+    with pytest.raises(ValueError, match="matches no nn.Dense/nn.Conv"):
         bayesianize(MLP(), exclude="enc*").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="method"):
         bayesianize(MLP(), "mcmc")

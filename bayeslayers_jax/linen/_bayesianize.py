@@ -1,7 +1,8 @@
 """Make an existing ``flax.linen`` model Bayesian without editing its source.
 
 :func:`bayesianize` wraps a model in a :class:`Bayesianized` module that runs it under
-:func:`flax.linen.intercept_methods`: every selected ``nn.Dense`` call is replaced by the
+:func:`flax.linen.intercept_methods`: every selected ``nn.Dense`` (and unmasked ``nn.Conv``,
+with the convolution's affine map) call is replaced by the
 package's own Bayesian forward pass (:func:`~bayeslayers_jax._layer_core.bbb_forward`,
 ``lr_forward`` or ``flipout_forward``; ``mean_forward`` in MAP mode), with its
 parameters ``weight_mu``/``weight_rho``/``bias_mu``/``bias_rho``, its ``'prior'`` variables
@@ -29,10 +30,12 @@ import numpy as np
 import flax.linen as nn
 from flax import traverse_util
 from flax.core import meta
+from flax.linen.module import _context
 
 from bayeslayers_jax import _layer_core as core
 from bayeslayers_jax._layer_core import INIT_RHO
 from bayeslayers_jax.core._transforms import inv_softplus
+from bayeslayers_jax.linen._conv import conv_affine_map
 
 __all__ = ["bayesianize", "Bayesianized", "MOPED_DELTA"]
 
@@ -65,6 +68,11 @@ def _as_patterns(value: Any, name: str) -> tuple:
         if not isinstance(v, (str, type)):
             raise TypeError(f"{name} entries must be str patterns or Module types, got {v!r}")
     return value
+
+
+def _convertible(module: nn.Module) -> bool:
+    """``nn.Dense`` and unmasked ``nn.Conv`` (exactly those types: a subclass may change the call)."""
+    return type(module) is nn.Dense or (type(module) is nn.Conv and module.mask is None)
 
 
 def _matches(pattern: Any, module: nn.Module, path: str) -> bool:
@@ -152,12 +160,25 @@ class Bayesianized(nn.Module):
                 priors[name] = make()
         return priors
 
-    def _dense(self, mod: nn.Dense, x: Any, map_: bool) -> Array:
+    def _convert(self, mod: nn.Module, x: Any, map_: bool) -> Array:
+        """The Bayesian call of a selected ``nn.Dense`` or ``nn.Conv`` ``mod`` (bound)."""
         x = core.check_input(x, "x")
-        shape = (x.shape[-1], mod.features)
-        if mod.has_variable("params", "weight_mu"):
-            expected = mod.get_variable("params", "weight_mu").shape[0]
-            core.check_input_width(x.shape[-1], expected, "x", "bayesianized Dense")
+        if isinstance(mod, nn.Conv):
+            ks = (mod.kernel_size,) if isinstance(mod.kernel_size, int) else tuple(mod.kernel_size)
+            groups = mod.feature_group_count
+            shape = ks + (x.shape[-1] // groups, mod.features)
+            op = conv_affine_map(
+                mod.strides if mod.strides is not None else 1, mod.padding,
+                mod.input_dilation if mod.input_dilation is not None else 1,
+                mod.kernel_dilation if mod.kernel_dilation is not None else 1, groups,
+            )
+            layer_name = f"bayesianized Conv {mod.name!r}"
+        else:
+            shape, op, layer_name = (x.shape[-1], mod.features), core.DENSE, f"bayesianized Dense {mod.name!r}"
+            if mod.has_variable("params", "weight_mu"):
+                expected = mod.get_variable("params", "weight_mu").shape[0]
+                core.check_input_width(x.shape[-1], expected, "x", layer_name)
+
         def rho_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
             if self.init_std is None:
                 return jnp.full(shape, INIT_RHO, dtype)
@@ -184,8 +205,15 @@ class Bayesianized(nn.Module):
             if mod.has_rng(self.rng_collection):
                 key = mod.make_rng(self.rng_collection)
             elif not mod.is_initializing():
-                raise core.missing_key_error(f"bayesianized Dense {mod.name!r}", self.rng_collection)
-        return core.sample_forward(_FORWARDS[self.method], key, x, params, self.use_softplus, mod.dtype)
+                raise core.missing_key_error(layer_name, self.rng_collection)
+        # The convolution's affine map applies a throw-away nn.Conv: build it with no parent
+        # (flax would otherwise adopt it as a child of the current module, in the shared
+        # scope) and let the interceptor pass it through (see __call__).
+        _context.module_stack.append(None)
+        try:
+            return core.sample_forward(_FORWARDS[self.method], key, x, params, self.use_softplus, mod.dtype, op)
+        finally:
+            _context.module_stack.pop()
 
     @nn.compact
     def __call__(self, *args: Any, map: bool | None = None, **kwargs: Any) -> Any:
@@ -204,17 +232,22 @@ class Bayesianized(nn.Module):
         root = tuple(self.scope.path)
         seen: list[str] = []
         converted: list[str] = []
+        busy: list[bool] = []
 
         def interceptor(next_fun, f_args, f_kwargs, context):
             mod = context.module
-            if context.method_name != "__call__" or type(mod) is not nn.Dense:
+            if busy or context.method_name != "__call__" or not _convertible(mod):
                 return next_fun(*f_args, **f_kwargs)
             path = "/".join(str(p) for p in mod.scope.path[len(root):])
             seen.append(path)
             if not self._selected(mod, path):
                 return next_fun(*f_args, **f_kwargs)
             converted.append(path)
-            return self._dense(mod, *f_args, map_=map_, **f_kwargs)
+            busy.append(True)  # the forward's own throw-away nn.Conv passes through
+            try:
+                return self._convert(mod, *f_args, map_=map_, **f_kwargs)
+            finally:
+                busy.pop()
 
         with nn.intercept_methods(interceptor):
             out = self.model(*args, **kwargs)
@@ -229,13 +262,13 @@ class Bayesianized(nn.Module):
                     fnmatch.fnmatchcase(s, p) or fnmatch.fnmatchcase(s.rsplit("/", 1)[-1], p) for s in seen
                 ):
                     raise ValueError(
-                        f"{field} pattern {p!r} matches no nn.Dense layer of "
-                        f"{type(self.model).__name__} (its Dense layers: {sorted(set(seen))})"
+                        f"{field} pattern {p!r} matches no nn.Dense/nn.Conv layer of "
+                        f"{type(self.model).__name__} (its Dense/Conv layers: {sorted(set(seen))})"
                     )
         if not converted:
             raise ValueError(
-                f"bayesianize found no nn.Dense layer to convert in {type(self.model).__name__} "
-                f"(Dense layers called: {sorted(set(seen))}, include={self.include!r}, "
+                f"bayesianize found no nn.Dense/nn.Conv layer to convert in {type(self.model).__name__} "
+                f"(Dense/Conv layers called: {sorted(set(seen))}, include={self.include!r}, "
                 f"exclude={self.exclude!r})"
             )
 
@@ -319,9 +352,11 @@ def bayesianize(
     moped_prior_std: float | None = None,
     rng_collection: str = "sample",
 ) -> Bayesianized:
-    r"""Makes the ``nn.Dense`` layers of a ``flax.linen`` model Bayesian (mean-field Gaussian).
+    r"""Makes the ``nn.Dense``/``nn.Conv`` layers of a ``flax.linen`` model Bayesian (mean-field Gaussian).
 
-    Each selected Dense gets the parameters of the package's layers, in its own scope:
+    Each selected Dense (or ``nn.Conv`` without ``mask``; exactly these types, since a
+    subclass may change the call; ``precision`` and a custom ``dot_general`` or
+    ``conv_general_dilated`` are not honoured) gets the parameters of the package's layers, in its own scope:
     ``weight_mu`` (initialized by the Dense's ``kernel_init``), ``weight_rho``,
     ``bias_mu`` (``bias_init``), ``bias_rho`` with ``rho = log(init_std)``, the prior
     :math:`\mathcal N(\text{prior\_mean}, \text{prior\_std}^2)` in ``'prior'``, and its
