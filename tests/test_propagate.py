@@ -369,6 +369,7 @@ RATIO_BANDS["max_pool_patches"] = (0.88, 1.0)  # Clark's pairwise rule: 2x2 of i
 def test_network_matches_monte_carlo_over_weights(name):
     mc_mean, mc_var, (mean, var), (lin_mean, lin_var) = _network_moments(name)
     se = np.sqrt(mc_var / NUM_SAMPLES)
+    print(f"{name}: mean {np.max(np.abs(mean - mc_mean) / se):.1f} SE, var ratio {np.min(var / mc_var):.3f}-{np.max(var / mc_var):.3f}")
     assert np.max(np.abs(mean - mc_mean) / se) < 4.0
     lo, hi = RATIO_BANDS[name]
     ratio = np.asarray(var) / mc_var
@@ -454,3 +455,16 @@ def test_composes_with_vmap_and_jit_and_closures():
     for got in (per_example, closure):
         np.testing.assert_allclose(got[0], batched[0], rtol=1e-13)
         np.testing.assert_allclose(got[1], batched[1], rtol=1e-13)
+
+
+def test_layer_norm_with_a_random_scale_and_a_deterministic_input():
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(3, 5)))
+    ln = nn.LayerNorm(param_dtype=F64, force_float32_reductions=False)
+    variables = _init(ln, x, np.random.default_rng(9))
+    scale_var = jnp.full((5,), 0.04, F64)
+    mean, var = jax.jit(propagate_moments(ln.apply))((variables, x), ({"params": {"scale": scale_var, "bias": None}}, None))
+    # y = n(x) * scale + bias with n(x) deterministic: Var[y] = n(x)^2 Var[scale]
+    c = x - x.mean(-1, keepdims=True)
+    normed = c / jnp.sqrt(jnp.mean(c * c, -1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(mean, ln.apply(variables, x), rtol=1e-12)
+    np.testing.assert_allclose(var, normed**2 * 0.04, rtol=1e-10)
