@@ -26,7 +26,25 @@ with Monte Carlo of sampled weights.
 
 Run ``python examples/propagate_gelu_regression.py`` (``--quick`` for the smoke run,
 ``--cost`` to time a train step on a 64-256-256-1 ReLU MLP against
-``BayesianMLP(layer_type='clt')``).
+``BayesianMLP(layer_type='clt')``). Measured (width 64, 3000 steps, CPU shared by other jobs):
+
+==========================  ==========  =================  ==============  ===============
+trained with                ms / step   predictive         test NLL        RMSE
+==========================  ==========  =================  ==============  ===============
+moments                     142         moments / MC       1.092 / 1.098   54.7 / 54.7
+local reparameterization    1.4         moments / MC       1.107 / 1.107   56.2 / 56.2
+==========================  ==========  =================  ==============  ===============
+
+On the moment-trained posterior (2000 weight draws, noise 0.022 sd in the mean, 0.03 in the
+ratio), the exact moments' mean is within 0.015 sd (median; max 0.046) of Monte Carlo, the
+linearized one 0.21 sd (max 0.28); the variance ratio is 0.86 (median; 0.75 - 0.97) exact and
+0.92 (0.64 - 1.04) linearized: on a trained posterior, whose weight variances are larger,
+the covariances mean-field propagation drops (the residual sum ``h + f(h)``, hidden units
+sharing the LayerNorm's statistics and the residual layer's input) make the propagated
+variance about 14% too small. The step time of the moment training is all in the GELU
+moments' gradient (``core._activations.gelu_moments``: 95 ms for 353 x 64 inputs, against
+0.8 ms for ``relu_moments``); ``--cost`` shows that ``propagate_moments`` itself costs what
+the CLT layers cost (0.85x to 1.0x of ``BayesianMLP(layer_type='clt')``'s step).
 """
 
 from __future__ import annotations
