@@ -73,13 +73,6 @@ _PENDING_ACTIVATIONS = ("silu_moments", "tanh_moments", "sigmoid_moments", "soft
 def pytest_collection_modifyitems(config, items):
     from bayeslayers_jax.core import _activations
 
-    # Found at the stop: with zero variance, the work-in-progress GELU/erf moments of
-    # core._activations differ from gelu/erf themselves by more than 1e-13 (a defect to fix in
-    # issue 17, not a tolerance to loosen).
-    defect = pytest.mark.xfail(strict=False, reason="core._activations gelu/erf at sigma = 0 (issue 17, open)")
-    for item in items:
-        if item.nodeid.endswith("test_collections_pass_through_and_zero_variance_is_the_function_itself"):
-            item.add_marker(defect)
     missing = [n for n in _PENDING_ACTIVATIONS if not hasattr(_activations, n)]
     if not missing:
         return
