@@ -6,7 +6,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import erf, ndtr
+from jax.scipy.special import erf, log_ndtr, ndtr
 
 from bayeslayers_jax._checks import broadcast_floats, concrete_value
 from bayeslayers_jax.core._moments import _tail_ratios, neg_relu_moments, relu_moments
@@ -17,6 +17,7 @@ __all__ = [
     "probit_moments",
     "erf_moments",
     "gelu_moments",
+    "elu_moments",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -68,13 +69,25 @@ def _finish(mean, var, out_dtype):
     return mean.astype(out_dtype), var.astype(out_dtype)
 
 
+# Standard deviations below this are treated as 0: the moments then equal (f(mu), 0) to the
+# dtype's precision (sigma^2 is below its smallest normal number; at a kink of f the mean moves
+# by less than sigma / 2), and derivatives such as d(mu/sigma)/dsigma = -mu/sigma^2 stay finite.
+_SIGMA_MIN64, _SIGMA_MIN32 = 1e-150, 1e-18
+
+
 def _sigma_zero(core, f0, mu, sigma, *args):
-    """Evaluates ``core(mu, sigma_safe, *args)`` and returns ``(f0(mu), 0)`` where ``sigma == 0``
-    (double ``where``: the unused branch sees ``sigma = 1``, so its gradient stays finite)."""
-    zero = sigma == 0
+    """Evaluates ``core(mu, sigma_safe, *args)`` and returns ``(f0(mu, sigma), 0)`` where ``sigma``
+    is 0 (or below the dtype's ``_SIGMA_MIN``); double ``where``: the unused branch sees
+    ``sigma = 1``, so its gradient stays finite. A NaN ``mu`` gives a NaN variance there too."""
+    zero = sigma < (_SIGMA_MIN64 if _is64(sigma) else _SIGMA_MIN32)
     safe = jnp.where(zero, jnp.ones_like(sigma), sigma)
     mean, var = core(mu, safe, *args)
-    return jnp.where(zero, f0(mu, sigma, *args), mean), jnp.where(zero, jnp.zeros_like(var), var)
+    # 0 for a finite mu, with NaN derivatives (in mu and sigma) when mu is NaN
+    nan_guard = (mu - mu) * (sigma + mu)
+    return (
+        jnp.where(zero, f0(mu, sigma, *args) + nan_guard, mean),
+        jnp.where(zero, nan_guard, var),
+    )
 
 
 # ----------------------------------------------------------------------------- probit / erf
@@ -87,7 +100,7 @@ _TRUNC64, _TRUNC32 = 44.0, 22.0
 _H_VAR_MAX = 50.0
 
 
-def _probit_var(h, s2):
+def _probit_var(h, s2, with_second=False):
     r"""``Var[Phi(X)]`` from ``h = mu/sqrt(1+s^2)`` and ``s2 = sigma^2 > 0``:
 
     ``(1/pi) exp(-h^2 (1+a^2)/2) int_a^1 exp(-h^2 (x^2-a^2)/2) / (1+x^2) dx``, ``a = 1/sqrt(1+2 s^2)``.
@@ -98,7 +111,7 @@ def _probit_var(h, s2):
     t = jnp.minimum(jnp.abs(h), _H_VAR_MAX)
     trunc = _TRUNC64 if _is64(h) else _TRUNC32
     b = t * a
-    pos = t > 0
+    pos = t > 1.0  # for t <= 1 the reach exceeds 1 >= 1 - a
     t_safe = jnp.where(pos, t, 1.0)
     reach = jnp.where(pos, 2.0 * trunc / (t_safe * (b + jnp.sqrt(b * b + 2.0 * trunc))), jnp.inf)
     length = jnp.minimum(one_minus_a, reach)
@@ -108,8 +121,16 @@ def _probit_var(h, s2):
     x = a[..., None] + d
     tt = (t * t)[..., None]
     integrand = jnp.exp(-0.5 * tt * d * (2.0 * a[..., None] + d)) / (1.0 + x * x)
-    integral = jnp.sum(half * _nodes(h, wi) * integrand, axis=-1)
-    return jnp.exp(-0.5 * t * t * (1.0 + a * a)) * integral / math.pi
+    wn = half * _nodes(h, wi)
+    lead = jnp.exp(-0.5 * t * t * (1.0 + a * a)) / math.pi
+    var = lead * jnp.sum(wn * integrand, axis=-1)
+    if not with_second:
+        return var
+    # (1/pi) int_a^1 exp(-h^2 (1+x^2)/2) (rho - (1-x^2)/(1+x^2)) / (1+x^2) dx, rho = s^2/(1+s^2),
+    # with rho - (1-x^2)/(1+x^2) = (1 + rho)(x^2 - a^2)/(1 + x^2) (for E[h(X)^2] of GELU)
+    one_rho = (1.0 + 2.0 * s2) / (1.0 + s2)
+    second = lead * one_rho * jnp.sum(wn * integrand * d * (2.0 * a[..., None] + d) / (1.0 + x * x), axis=-1)
+    return var, second
 
 
 def _probit_core(mu, sigma):
@@ -146,18 +167,31 @@ def erf_moments(mu, sigma):
 
 
 def _gelu_mean(mu, sigma, r, h):
-    """``E[X Phi(X)] = mu Phi(h) + sigma^2 phi(h)/r``; for ``h < 0`` as
-    ``phi(h)/r (r^2 g(|h|) - 1)`` with ``g(t) = h(-t)/phi(t)`` (no cancellation but the true zero)."""
+    """``E[X Phi(X)] = mu Phi(h) + sigma^2 phi(h)/r``; for ``h < 0`` also as
+    ``phi(h)/r (r^2 g(|h|) - 1)`` with ``g(t) = h(-t)/phi(t)``: of the two, the one whose terms
+    are smaller (less cancellation) is used."""
     t = jnp.abs(h)
     phi = _phi(t)
     g = _tail_ratios(t, phi).g
-    lower = phi / r * (r * r * g - 1.0)
-    upper = mu * ndtr(h) + sigma * sigma * phi / r
-    return jnp.where(h < 0, lower, upper)
+    r2g = r * r * g
+    via_g = phi / r * (r2g - 1.0)
+    a_term, b_term = mu * ndtr(h), sigma * sigma * phi / r
+    direct = a_term + b_term
+    use_g = (h < 0) & (phi / r * (r2g + 1.0) < jnp.abs(a_term) + b_term)
+    return jnp.where(use_g, via_g, direct)
 
 
 def _gelu_var_nonpos(mu, sigma):
-    """``Var[X Phi(X)]`` for ``mu <= 0`` in closed form (Stein's lemma and the probit variance)."""
+    """``Var[X Phi(X)]`` for ``mu <= 0`` in closed form: of two exact forms of ``E[f^2]``, the one
+    with less cancellation.
+
+    (A) Stein's lemma: ``E[X^2 Phi^2] = (mu^2+s^2) E[Phi^2] + 2 s^2 (mu E[Phi phi] + E[X Phi phi])``.
+    (B) ``x Phi(x) = H(x) - phi(x)``, ``H(x) = phi(x) + x Phi(x) = E[relu(x + Z)]``:
+    ``E[f^2] = E[phi^2] - 2 E[H phi] + E[H^2]``, where ``E[H(X)^2] = E[relu(U1) relu(U2)]`` for a
+    bivariate normal (correlation ``rho``) is ``r^2 (H(c)^2 + rho Phi(c)^2 + int_0^rho V)`` by
+    Price's theorem (``d/drho = BVN(c, c; rho)``), all terms positive: (B) keeps its digits in the
+    lower tail, where (A)'s terms cancel.
+    """
     s2 = sigma * sigma
     r2 = 1.0 + s2
     r = jnp.sqrt(r2)
@@ -165,11 +199,68 @@ def _gelu_var_nonpos(mu, sigma):
     h = mu / r
     mean = _gelu_mean(mu, sigma, r, h)
     p = ndtr(h)
-    e_phi2 = p * p + _probit_var(h, s2)  # E[Phi(X)^2]
+    var_phi, second = _probit_var(h, s2, with_second=True)
+    e_phi2 = p * p + var_phi  # E[Phi(X)^2]
     hk = h / k
-    bracket = mu * (1.0 + 1.0 / r2) * ndtr(hk) + s2 / (r * k) * _phi(hk)
-    second = (mu * mu + s2) * e_phi2 + 2.0 * s2 * _phi(h) / r * bracket
-    return mean, jnp.maximum(second - mean * mean, 0.0)
+    t1 = (mu * mu + s2) * e_phi2
+    lead = 2.0 * s2 * _phi(h) / r
+    t2a = lead * mu * (1.0 + 1.0 / r2) * ndtr(hk)
+    t2b = lead * s2 / (r * k) * _phi(hk)
+    form_a, mag_a = t1 + t2a + t2b, t1 + jnp.abs(t2a) + t2b
+    # (B): H(c) for c <= 0 is phi(c) g(|c|)
+    big_h = _phi(h) * _tail_ratios(-h, _phi(h)).g
+    big_hk = _phi(hk) * _tail_ratios(-hk, _phi(hk)).g
+    e_phi_sq = jnp.exp(-mu * mu / (k * k)) / (2.0 * math.pi * k)
+    e_hphi = _phi(h) * k / r2 * big_hk
+    e_h2 = r2 * (big_h * big_h + s2 / r2 * p * p + second)
+    form_b, mag_b = e_phi_sq - 2.0 * e_hphi + e_h2, e_phi_sq + 2.0 * e_hphi + e_h2
+    use_b = _less_cancellation(form_b, mag_b, form_a, mag_a)
+    e_f2 = jnp.where(use_b, form_b, form_a)
+    return mean, jnp.maximum(e_f2 - mean * mean, 0.0)
+
+
+_GH64 = np.polynomial.hermite_e.hermegauss(32)
+_GH32 = np.polynomial.hermite_e.hermegauss(16)
+_GL8 = np.polynomial.legendre.leggauss(8)
+
+
+def _less_cancellation(value_b, mag_b, value_a, mag_a):
+    """Whether candidate b keeps more digits than a: a larger value relative to the sum of the
+    magnitudes of its terms (ratios, not cross products, which would underflow)."""
+    rb = value_b / jnp.where(mag_b > 0, mag_b, 1.0)
+    ra = value_a / jnp.where(mag_a > 0, mag_a, 1.0)
+    return rb > ra
+
+
+def _gh_centered_var(diff, mu, sigma):
+    """``E[f(X)] - f(mu)`` and ``Var[f(X)]``, ``X = mu + sigma Z``, by Gauss-Hermite on ``d(z) = f(mu + sigma z) - f(mu)``, which
+    ``diff(mu[..., None], delta)`` evaluates without cancellation: ``E[d^2] - E[d]^2`` then
+    loses nothing as ``sigma -> 0`` (``E[d]^2 / E[d^2] = O(sigma^2)``)."""
+    z, w = _GH64 if _is64(mu) else _GH32
+    w = w / math.sqrt(2.0 * math.pi)
+    d = diff(mu[..., None], sigma[..., None] * _nodes(mu, z))
+    wn = _nodes(mu, w)
+    e1 = jnp.sum(wn * d, axis=-1)
+    e2 = jnp.sum(wn * d * d, axis=-1)
+    return e1, jnp.maximum(e2 - e1 * e1, 0.0)
+
+
+def _ndtr_diff(b, delta):
+    """``Phi(b + delta) - Phi(b)`` to full relative precision: Gauss-Legendre on
+    ``delta int_0^1 phi(b + t delta) dt`` where the two values are close, else the difference."""
+    t, w = _GL8
+    close = jnp.abs(delta) * (jnp.abs(b) + jnp.abs(delta)) < 1.0
+    tt = 0.5 * (1.0 + _nodes(delta, t))
+    mv = 0.5 * jnp.sum(_nodes(delta, w) * _phi(b[..., None] + tt * delta[..., None]), axis=-1)
+    return jnp.where(close, delta * mv, ndtr(b + delta) - ndtr(b))
+
+
+def _gelu_diff(b, delta):
+    return delta * ndtr(b + delta) + b * _ndtr_diff(b, delta)
+
+
+# Below this sigma the GELU variance comes from Gauss-Hermite on exact differences.
+_GELU_GH_SIGMA = 0.7
 
 
 def _gelu_core(mu, sigma):
@@ -181,7 +272,9 @@ def _gelu_core(mu, sigma):
     # GELU(x) = x + GELU(-x): Var = s^2 (1 - 2 E[GELU'(-X)]) + Var[GELU(-X)] (Stein), for mu > 0.
     pos = jnp.maximum(mu, 0.0)
     extra = s2 * (erf(pos / r * _SQRT_HALF) + 2.0 * pos * _phi(pos / r) / (r * r * r))
-    return mean, var_neg + extra
+    small = (sigma <= _GELU_GH_SIGMA) & (jnp.abs(mu) * sigma <= 1.5)
+    _, var_gh = _gh_centered_var(_gelu_diff, mu, jnp.where(small, sigma, 0.0))
+    return mean, jnp.where(small, var_gh, var_neg + extra)
 
 
 def _gelu_f0(mu, sigma):
@@ -197,20 +290,18 @@ def gelu_moments(mu, sigma):
 # ----------------------------------------------------------------------------- exp, leaky ReLU
 
 
+def _log_expm1(x):
+    """``log(expm1(x))`` for ``x > 0``, finite for every finite ``x`` (double ``where``)."""
+    big = x > 1.0
+    xb, xs = jnp.where(big, x, 2.0), jnp.where(big, 1.0, x)
+    return jnp.where(big, xb + jnp.log1p(-jnp.exp(-xb)), jnp.log(jnp.expm1(xs)))
+
+
 def _exp_core(mu, sigma):
     s2 = sigma * sigma
     mean = jnp.exp(mu + 0.5 * s2)
-    # log Var = 2 log sigma + log(expm1(s^2)/s^2) + 2 mu + s^2
-    big = s2 > 1.0
-    s2_small = jnp.where(big, 1.0, s2)
-    s2_big = jnp.where(big, s2, 2.0)
-    log_ratio = jnp.where(
-        big,
-        s2_big + jnp.log1p(-jnp.exp(-s2_big)) - jnp.log(s2_big),
-        jnp.log(jnp.where(s2_small > 0, jnp.expm1(s2_small) / jnp.where(s2_small > 0, s2_small, 1.0), 1.0)),
-    )
-    var = jnp.exp(2.0 * jnp.log(sigma) + log_ratio + 2.0 * mu + s2)
-    return mean, var
+    # log Var = log expm1(s^2) + 2 mu + s^2: overflows only where Var does
+    return mean, jnp.exp(_log_expm1(s2) + 2.0 * mu + s2)
 
 
 def exp_moments(mu, sigma):
@@ -228,3 +319,124 @@ def leaky_relu_moments(mu, sigma, negative_slope=0.01):
     mean = pm - slope * nm
     var = pv + slope * slope * nv + 2.0 * slope * pm * nm
     return _finish(mean, jnp.maximum(var, 0.0), out)
+
+
+# ----------------------------------------------------------------------------- ELU
+
+_GL16 = np.polynomial.legendre.leggauss(16)
+_V_MAX = 1e4
+
+
+def _log_phi(x):
+    return -0.5 * x * x - _LOG_SQRT_2PI
+
+
+def _trunc_exp(mu, sigma, v, k):
+    """``L_k = E[exp(k X); X < 0] = exp(k mu + k^2 s^2/2) Phi(-v - k s)`` (``v = mu/s``), as
+    ``phi(v) R(v + k s)`` where ``v + k s >= 0`` (Mills ratio ``R``), so nothing overflows."""
+    u = v + k * sigma
+    upper = u >= 0
+    uu = jnp.maximum(u, 0.0)
+    mills = _tail_ratios(uu, _phi(uu)).mills
+    via_mills = jnp.exp(_log_phi(v)) * mills
+    expo = jnp.where(upper, 0.0, k * mu + 0.5 * (k * sigma) ** 2)
+    direct = jnp.exp(expo) * ndtr(-jnp.minimum(u, 0.0))
+    return jnp.where(upper, via_mills, direct)
+
+
+def _scaled_ratios(v, u):
+    """``phi(v) g(u)`` and ``phi(v) w(u)`` for ``u >= v`` (``g = 1 - uR``, ``w = (1+u^2)R - u``,
+    the Mills ratio's ``-R'`` and ``R''``), positive and finite for every real ``u``."""
+    uu = jnp.maximum(u, 0.0)
+    tail = _tail_ratios(uu, _phi(uu))
+    pv = jnp.exp(_log_phi(v))
+    un = jnp.minimum(u, 0.0)
+    a = -un
+    scale = jnp.exp(0.5 * (un - v) * (un + v))  # phi(v) / phi(u) <= 1
+    cdf, pdf = ndtr(a), _phi(a)
+    g_neg = scale * (pdf + a * cdf)
+    w_neg = scale * ((1.0 + a * a) * cdf + a * pdf)
+    upper = u >= 0
+    return jnp.where(upper, pv * tail.g, g_neg), jnp.where(upper, pv * tail.w, w_neg)
+
+
+def _elu_neg_part(mu, sigma, v):
+    """``E[g]``, ``E[g^2]`` and ``Var[g]`` of ``g = expm1(X) 1{X < 0}``."""
+    l0 = ndtr(-v)
+    l1 = _trunc_exp(mu, sigma, v, 1.0)
+    l2 = _trunc_exp(mu, sigma, v, 2.0)
+    e1_direct = l1 - l0
+    e2_direct = l2 - 2.0 * l1 + l0
+    # Near the kink (|mu|, sigma <= 1) the differences cancel: E[g] = -int_v^{v+s} phi(v) g(u) du,
+    # E[g^2] = int_0^{2s} tent(c) phi(v) w(v + c) dc (R' = -g, R'' = w), by Gauss-Legendre.
+    near = (sigma <= 1.0) & (mu >= -1.0)
+    s = jnp.where(near, sigma, 1.0)
+    vv = jnp.where(near, v, 0.0)
+    t, wt = _GL16
+    tn, wn = _nodes(mu, t), _nodes(mu, wt)
+    c1 = 0.5 * s[..., None] * (1.0 + tn)  # nodes on [0, s]
+    g1, w1 = _scaled_ratios(vv[..., None], vv[..., None] + c1)
+    _, w2 = _scaled_ratios(vv[..., None], vv[..., None] + s[..., None] + c1)
+    half = 0.5 * s
+    e1_gl = -half * jnp.sum(wn * g1, axis=-1)
+    e2_gl = half * jnp.sum(wn * (c1 * w1 + (s[..., None] - c1) * w2), axis=-1)
+    # E[expm1(X) - X; X < 0] = int_0^s (s - c) phi(v) w(v + c) dc >= 0 (for the mean near the kink)
+    k_gl = half * jnp.sum(wn * (s[..., None] - c1) * w1, axis=-1)
+    e1 = jnp.where(near, e1_gl, e1_direct)
+    e2 = jnp.where(near, e2_gl, e2_direct)
+    var_a = e2 - e1 * e1
+    mag_a = e2 + e1 * e1
+    # Var[g] = Var[exp(min(X, 0))] = (L2 - L1^2) + q (1 - q - 2 L1), q = P(X > 0), where
+    # L2 - L1^2 = exp(2mu + s^2) [expm1(s^2) P2 + (P2 - P1^2)], Pk = Phi(-v - k s), and
+    # P2 - P1^2 = P1 Phi(v + s) - (P1 - P2) where P1 > 1/2: exact for the log-normal branch, no
+    # cancellation as sigma -> 0 there. Products are formed in log space (each term is bounded
+    # by 1), so nothing overflows. Used where mu <= 0 (elsewhere evaluated at mu = -1, sigma = 1).
+    valid_b = mu <= 0
+    mu_b = jnp.where(valid_b, mu, -1.0)
+    v_b = jnp.where(valid_b, v, -1.0)
+    sg = jnp.where(valid_b, sigma, 1.0)
+    s2 = sg * sg
+    base = 2.0 * mu_b + s2
+    lp1, lp2 = log_ndtr(-v_b - sg), log_ndtr(-v_b - 2.0 * sg)
+    t_em = jnp.exp(base + _log_expm1(s2) + lp2)
+    high = -v_b - sg > 0  # P1 > 1/2, then mu < -s^2 and exp(base) < 1
+    lo_a, lo_b = jnp.exp(base + lp2), jnp.exp(base + 2.0 * lp1)
+    base_h = jnp.where(high, base, 0.0)
+    p1 = ndtr(-v_b - sg)
+    dp = -_ndtr_diff(-v_b - sg, -sg)  # P1 - P2 >= 0
+    qb = ndtr(v_b + sg)
+    hi_a, hi_b = jnp.exp(base_h) * p1 * qb, jnp.exp(base_h) * dp
+    rest = jnp.where(high, hi_a - hi_b, lo_a - lo_b)
+    mag_rest = jnp.where(high, hi_a + hi_b, lo_a + lo_b)
+    q = ndtr(v_b)
+    l1_b = jnp.where(valid_b, l1, 0.0)
+    var_b = t_em + rest + q * (1.0 - q - 2.0 * l1_b)
+    mag_b = t_em + mag_rest + q * (1.0 + q + 2.0 * l1_b)
+    # use the candidate with the least cancellation (largest value relative to its terms)
+    pick_b = valid_b & _less_cancellation(var_b, mag_b, var_a, mag_a)
+    return e1, jnp.maximum(jnp.where(pick_b, var_b, var_a), 0.0), near, k_gl
+
+
+def _elu_core(mu, sigma, alpha):
+    v = jnp.clip(mu / sigma, -_V_MAX, _V_MAX)
+    pm, pv = relu_moments(mu, sigma)
+    e1, var_g, near, k_gl = _elu_neg_part(mu, sigma, v)
+    nm = pm - mu  # E[relu(-X)]  (exact identity relu(x) - relu(-x) = x)
+    # near the kink: ELU(x) = x + alpha (expm1(x) - x) 1{x<0} + (alpha - 1) x 1{x<0}, no cancellation
+    mean = jnp.where(near, mu + alpha * k_gl - (alpha - 1.0) * nm, pm + alpha * e1)
+    var = pv + alpha * alpha * var_g - 2.0 * alpha * pm * e1
+    return mean, jnp.maximum(var, 0.0)
+
+
+def _elu_f0(mu, sigma, alpha):
+    # At mu = 0 the value is 0 with the one-sided limits' derivatives: d/dmu = (1 + alpha)/2,
+    # d/dsigma = (1 - alpha) phi(0).
+    at_kink = (1.0 + alpha) / 2.0 * mu + (1.0 - alpha) * math.exp(-_LOG_SQRT_2PI) * sigma
+    return jnp.where(mu == 0, at_kink, jnp.where(mu > 0, mu, alpha * jnp.expm1(jnp.minimum(mu, 0.0))))
+
+
+def elu_moments(mu, sigma, alpha=1.0):
+    """draft"""
+    mu, sigma, out = _inputs(mu, sigma)
+    alpha = jnp.broadcast_to(jnp.asarray(alpha, mu.dtype), mu.shape)
+    return _finish(*_sigma_zero(_elu_core, _elu_f0, mu, sigma, alpha), out)
