@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf, log_ndtr, ndtr
 
 from bayeslayers_jax._checks import broadcast_floats, concrete_value
-from bayeslayers_jax.core._moments import _tail_ratios, neg_relu_moments, relu_moments
+from bayeslayers_jax.core._moments import _moments as _relu_sides
+from bayeslayers_jax.core._moments import _tail_ratios, relu_moments
 
 __all__ = [
     "leaky_relu_moments",
@@ -63,6 +65,34 @@ def _nodes(x, values):
 
 def _phi(x):
     return jnp.exp(-0.5 * x * x - _LOG_SQRT_2PI)
+
+
+@jax.custom_jvp
+def _tail3(t):
+    """The tail ratios ``R, g, w`` at ``t >= 0`` (``_moments._tail_ratios``) with closed-form
+    derivatives ``R' = -g``, ``g' = -w``, ``w' = t w - 2 g`` (from ``R' = t R - 1``), so that
+    autodiff never goes through the continued fraction (much smaller programs to compile)."""
+    return _tail_ratios(t, _phi(t))
+
+
+@_tail3.defjvp
+def _tail3_jvp(primals, tangents):
+    (t,), (dt,) = primals, tangents
+    tail = _tail3(t)
+    return tail, type(tail)(-tail.g * dt, -tail.w * dt, (t * tail.w - 2.0 * tail.g) * dt)
+
+
+def _ratios(*parts):
+    """The tail ratios of several arrays ``(..., n_i)`` in one evaluation (one continued fraction
+    to compile instead of several), split back into a list."""
+    sizes = [p.shape[-1] for p in parts]
+    cat = jnp.concatenate(parts, axis=-1)
+    tail = _tail3(cat)
+    out, start = [], 0
+    for n in sizes:
+        out.append(type(tail)(*(x[..., start : start + n] for x in tail)))
+        start += n
+    return out
 
 
 def _finish(mean, var, out_dtype):
@@ -166,13 +196,11 @@ def erf_moments(mu, sigma):
 # ----------------------------------------------------------------------------- GELU
 
 
-def _gelu_mean(mu, sigma, r, h):
+def _gelu_mean(mu, sigma, r, h, g):
     """``E[X Phi(X)] = mu Phi(h) + sigma^2 phi(h)/r``; for ``h < 0`` also as
-    ``phi(h)/r (r^2 g(|h|) - 1)`` with ``g(t) = h(-t)/phi(t)``: of the two, the one whose terms
-    are smaller (less cancellation) is used."""
-    t = jnp.abs(h)
-    phi = _phi(t)
-    g = _tail_ratios(t, phi).g
+    ``phi(h)/r (r^2 g(|h|) - 1)`` with ``g(t) = H(-t)/phi(t)`` (``g`` given): of the two, the one
+    whose terms are smaller (less cancellation) is used."""
+    phi = _phi(h)
     r2g = r * r * g
     via_g = phi / r * (r2g - 1.0)
     a_term, b_term = mu * ndtr(h), sigma * sigma * phi / r
@@ -181,7 +209,7 @@ def _gelu_mean(mu, sigma, r, h):
     return jnp.where(use_g, via_g, direct)
 
 
-def _gelu_var_nonpos(mu, sigma):
+def _gelu_var_nonpos(mu, sigma, g_h, g_hk):
     """``Var[X Phi(X)]`` for ``mu <= 0`` in closed form: of two exact forms of ``E[f^2]``, the one
     with less cancellation.
 
@@ -197,7 +225,7 @@ def _gelu_var_nonpos(mu, sigma):
     r = jnp.sqrt(r2)
     k = jnp.sqrt(1.0 + 2.0 * s2)
     h = mu / r
-    mean = _gelu_mean(mu, sigma, r, h)
+    mean = _gelu_mean(mu, sigma, r, h, g_h)
     p = ndtr(h)
     var_phi, second = _probit_var(h, s2, with_second=True)
     e_phi2 = p * p + var_phi  # E[Phi(X)^2]
@@ -208,8 +236,8 @@ def _gelu_var_nonpos(mu, sigma):
     t2b = lead * s2 / (r * k) * _phi(hk)
     form_a, mag_a = t1 + t2a + t2b, t1 + jnp.abs(t2a) + t2b
     # (B): H(c) for c <= 0 is phi(c) g(|c|)
-    big_h = _phi(h) * _tail_ratios(-h, _phi(h)).g
-    big_hk = _phi(hk) * _tail_ratios(-hk, _phi(hk)).g
+    big_h = _phi(h) * g_h
+    big_hk = _phi(hk) * g_hk
     e_phi_sq = jnp.exp(-mu * mu / (k * k)) / (2.0 * math.pi * k)
     e_hphi = _phi(h) * k / r2 * big_hk
     e_h2 = r2 * (big_h * big_h + s2 / r2 * p * p + second)
@@ -267,10 +295,16 @@ def _gelu_core(mu, sigma):
     s2 = sigma * sigma
     r = jnp.sqrt(1.0 + s2)
     h = mu / r
-    mean = _gelu_mean(mu, sigma, r, h)
-    _, var_neg = _gelu_var_nonpos(-jnp.abs(mu), sigma)
+    # the variance is evaluated at -|mu| (reflection below); written with where so that at
+    # mu = 0 the derivative is the (two-sided) one of the mu <= 0 branch
+    flip = mu > 0
+    mu_r = jnp.where(flip, -mu, mu)
+    t = (-mu_r / r)[..., None]
+    g_h, g_hk = (x.g[..., 0] for x in _ratios(t, t / jnp.sqrt(1.0 + 2.0 * s2)[..., None]))
+    mean = _gelu_mean(mu, sigma, r, h, g_h)
+    _, var_neg = _gelu_var_nonpos(mu_r, sigma, g_h, g_hk)
     # GELU(x) = x + GELU(-x): Var = s^2 (1 - 2 E[GELU'(-X)]) + Var[GELU(-X)] (Stein), for mu > 0.
-    pos = jnp.maximum(mu, 0.0)
+    pos = jnp.where(flip, mu, 0.0)
     extra = s2 * (erf(pos / r * _SQRT_HALF) + 2.0 * pos * _phi(pos / r) / (r * r * r))
     small = (sigma <= _GELU_GH_SIGMA) & (jnp.abs(mu) * sigma <= 1.5)
     _, var_gh = _gh_centered_var(_gelu_diff, mu, jnp.where(small, sigma, 0.0))
@@ -314,8 +348,7 @@ def leaky_relu_moments(mu, sigma, negative_slope=0.01):
     """draft"""
     mu, sigma, out = _inputs(mu, sigma)
     slope = jnp.asarray(negative_slope, mu.dtype)
-    pm, pv = relu_moments(mu, sigma)
-    nm, nv = neg_relu_moments(mu, sigma)
+    pm, pv, nm, nv = _relu_sides((1, -1), mu, sigma)  # relu(X), relu(-X): one evaluation
     mean = pm - slope * nm
     var = pv + slope * slope * nv + 2.0 * slope * pm * nm
     return _finish(mean, jnp.maximum(var, 0.0), out)
@@ -331,52 +364,55 @@ def _log_phi(x):
     return -0.5 * x * x - _LOG_SQRT_2PI
 
 
-def _trunc_exp(mu, sigma, v, k):
+def _trunc_exp(mu, sigma, v, k, mills):
     """``L_k = E[exp(k X); X < 0] = exp(k mu + k^2 s^2/2) Phi(-v - k s)`` (``v = mu/s``), as
-    ``phi(v) R(v + k s)`` where ``v + k s >= 0`` (Mills ratio ``R``), so nothing overflows."""
+    ``phi(v) R(v + k s)`` where ``v + k s >= 0`` (``mills`` = the Mills ratio ``R`` at
+    ``max(v + k s, 0)``), so nothing overflows."""
     u = v + k * sigma
     upper = u >= 0
-    uu = jnp.maximum(u, 0.0)
-    mills = _tail_ratios(uu, _phi(uu)).mills
     via_mills = jnp.exp(_log_phi(v)) * mills
     expo = jnp.where(upper, 0.0, k * mu + 0.5 * (k * sigma) ** 2)
-    direct = jnp.exp(expo) * ndtr(-jnp.minimum(u, 0.0))
+    direct = jnp.exp(expo) * ndtr(jnp.where(upper, 0.0, -u))
     return jnp.where(upper, via_mills, direct)
 
 
-def _scaled_ratios(v, u):
+def _scaled_ratios(v, u, tail):
     """``phi(v) g(u)`` and ``phi(v) w(u)`` for ``u >= v`` (``g = 1 - uR``, ``w = (1+u^2)R - u``,
-    the Mills ratio's ``-R'`` and ``R''``), positive and finite for every real ``u``."""
-    uu = jnp.maximum(u, 0.0)
-    tail = _tail_ratios(uu, _phi(uu))
+    the Mills ratio's ``-R'`` and ``R''``; ``tail`` = the ratios at ``max(u, 0)``), positive and
+    finite for every real ``u``."""
+    upper = u >= 0
     pv = jnp.exp(_log_phi(v))
-    un = jnp.minimum(u, 0.0)
+    un = jnp.where(upper, 0.0, u)
     a = -un
     scale = jnp.exp(0.5 * (un - v) * (un + v))  # phi(v) / phi(u) <= 1
     cdf, pdf = ndtr(a), _phi(a)
     g_neg = scale * (pdf + a * cdf)
     w_neg = scale * ((1.0 + a * a) * cdf + a * pdf)
-    upper = u >= 0
     return jnp.where(upper, pv * tail.g, g_neg), jnp.where(upper, pv * tail.w, w_neg)
 
 
 def _elu_neg_part(mu, sigma, v):
     """``E[g]``, ``E[g^2]`` and ``Var[g]`` of ``g = expm1(X) 1{X < 0}``."""
-    l0 = ndtr(-v)
-    l1 = _trunc_exp(mu, sigma, v, 1.0)
-    l2 = _trunc_exp(mu, sigma, v, 2.0)
-    e1_direct = l1 - l0
-    e2_direct = l2 - 2.0 * l1 + l0
-    # Near the kink (|mu|, sigma <= 1) the differences cancel: E[g] = -int_v^{v+s} phi(v) g(u) du,
-    # E[g^2] = int_0^{2s} tent(c) phi(v) w(v + c) dc (R' = -g, R'' = w), by Gauss-Legendre.
     near = (sigma <= 1.0) & (mu >= -1.0)
     s = jnp.where(near, sigma, 1.0)
     vv = jnp.where(near, v, 0.0)
     t, wt = _GL16
     tn, wn = _nodes(mu, t), _nodes(mu, wt)
     c1 = 0.5 * s[..., None] * (1.0 + tn)  # nodes on [0, s]
-    g1, w1 = _scaled_ratios(vv[..., None], vv[..., None] + c1)
-    _, w2 = _scaled_ratios(vv[..., None], vv[..., None] + s[..., None] + c1)
+    u1 = vv[..., None] + c1
+    u2 = u1 + s[..., None]
+    # (where, not maximum: a tie at 0 must send the whole derivative to the branch used)
+    pos = lambda x: jnp.where(x >= 0, x, 0.0)  # noqa: E731
+    r1, r2, ra, rb = _ratios(pos(v + sigma)[..., None], pos(v + 2.0 * sigma)[..., None], pos(u1), pos(u2))
+    l0 = ndtr(-v)
+    l1 = _trunc_exp(mu, sigma, v, 1.0, r1.mills[..., 0])
+    l2 = _trunc_exp(mu, sigma, v, 2.0, r2.mills[..., 0])
+    e1_direct = l1 - l0
+    e2_direct = l2 - 2.0 * l1 + l0
+    # Near the kink (|mu|, sigma <= 1) the differences cancel: E[g] = -int_v^{v+s} phi(v) g(u) du,
+    # E[g^2] = int_0^{2s} tent(c) phi(v) w(v + c) dc (R' = -g, R'' = w), by Gauss-Legendre.
+    g1, w1 = _scaled_ratios(vv[..., None], u1, ra)
+    _, w2 = _scaled_ratios(vv[..., None], u2, rb)
     half = 0.5 * s
     e1_gl = -half * jnp.sum(wn * g1, axis=-1)
     e2_gl = half * jnp.sum(wn * (c1 * w1 + (s[..., None] - c1) * w2), axis=-1)

@@ -20,8 +20,8 @@ from bayeslayers_jax.core._activations import (
     _nodes,
     _phi,
     _sigma_zero,
+    _tail3,
 )
-from bayeslayers_jax.core._moments import _tail_ratios
 
 __all__ = ["sigmoid_moments", "tanh_moments", "silu_moments", "softplus_moments"]
 
@@ -62,10 +62,11 @@ def _half_line(m, s, n) -> _HalfLine:
     v = jnp.clip(m / s, -_V_MAX, _V_MAX)[..., None]
     u = k * s[..., None] - v
     upper = u >= 0
-    uu = jnp.maximum(u, 0.0)
-    tail = _tail_ratios(uu, _phi(uu))
+    # (where, not maximum: a tie at u = 0 must send the whole derivative to the branch used)
+    uu = jnp.where(upper, u, 0.0)
+    tail = _tail3(uu)
     pv = jnp.exp(-0.5 * v * v - _LOG_SQRT_2PI)
-    a = jnp.maximum(-u, 0.0)
+    a = jnp.where(upper, 0.0, -u)
     expo = jnp.where(upper, 0.0, k * (0.5 * k * s[..., None] - v) * s[..., None])
     e = jnp.exp(expo)
     cdf, pdf = ndtr(a), _phi(a)
@@ -93,7 +94,8 @@ class _Sides(NamedTuple):
 
 def _sides(mu, s) -> _Sides:
     n = _series_n(mu)
-    return _Sides(_half_line(mu, s, n), _half_line(-mu, s, n), n)
+    both = _half_line(jnp.stack([mu, -mu]), jnp.stack([s, s]), n)  # one evaluation of the ratios
+    return _Sides(_HalfLine(*(x[0] for x in both)), _HalfLine(*(x[1] for x in both)), n)
 
 
 def _swap(sd: _Sides, flip) -> _Sides:
@@ -149,6 +151,39 @@ def _x_sig_sig(sd, s):
 # ----------------------------------------------------------------------------- exact differences
 
 
+@jax.custom_jvp
+def _sigmoid(x):
+    """``jax.nn.sigmoid`` with the derivative ``sigmoid(x) sigmoid(-x)`` (no ``1 - sigmoid``
+    cancellation in the upper tail)."""
+    return jax.nn.sigmoid(x)
+
+
+@_sigmoid.defjvp
+def _sigmoid_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _sigmoid(x), _sigmoid(x) * _sigmoid(-x) * dx
+
+
+def _tanh(x):
+    """``tanh`` whose derivative is ``4 sigmoid(2x) sigmoid(-2x)`` (not ``1 - tanh^2``)."""
+    return _tanh_cj(x)
+
+
+@jax.custom_jvp
+def _tanh_cj(x):
+    return jnp.tanh(x)
+
+
+@_tanh_cj.defjvp
+def _tanh_cj_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _tanh_cj(x), 4.0 * _sigmoid(2.0 * x) * _sigmoid(-2.0 * x) * dx
+
+
+def _silu(x):
+    return x * _sigmoid(x)
+
+
 def _sig_diff(b, delta):
     """``sigmoid(b + delta) - sigmoid(b) = sinh(delta/2) / (2 cosh(a/2) cosh(b/2))``, overflow free."""
     a = b + delta
@@ -161,11 +196,11 @@ def _tanh_diff(b, delta):
 
 
 def _silu_diff(b, delta):
-    return delta * jax.nn.sigmoid(b + delta) + b * _sig_diff(b, delta)
+    return delta * _sigmoid(b + delta) + b * _sig_diff(b, delta)
 
 
 def _softplus_diff(b, delta):
-    return jnp.log1p(jax.nn.sigmoid(b) * jnp.expm1(delta))
+    return jnp.log1p(_sigmoid(b) * jnp.expm1(delta))
 
 
 # Below this sigma the variance is Gauss-Hermite on exact differences (the poles of the
@@ -191,7 +226,7 @@ def _sigmoid_core(mu, sigma):
     rd = _swap(sd, mu > 0)  # Var[sigmoid(X)] = Var[sigmoid(-X)]: evaluate at -|mu|
     m1 = _sigmoid_m1(rd)
     var = _sigmoid_m2(rd) - m1 * m1
-    return _small_sigma(jax.nn.sigmoid, _sig_diff, mu, sigma, mean, var)
+    return _small_sigma(_sigmoid, _sig_diff, mu, sigma, mean, var)
 
 
 def _tanh_core(mu, sigma):
@@ -200,7 +235,7 @@ def _tanh_core(mu, sigma):
     rd = _swap(sd, mu > 0)
     m1 = _sigmoid_m1(rd)
     var = 4.0 * (_sigmoid_m2(rd) - m1 * m1)
-    return _small_sigma(jnp.tanh, _tanh_diff, mu, sigma, mean, var, scale=2.0)
+    return _small_sigma(_tanh, _tanh_diff, mu, sigma, mean, var, scale=2.0)
 
 
 def _silu_core(mu, sigma):
@@ -215,7 +250,7 @@ def _silu_core(mu, sigma):
     ref = _swap(sd, jnp.ones(mu.shape, bool))
     stein = 1.0 - 2.0 * _sigmoid_m1(ref) + 2.0 * _x_sig_sig(sd, sigma)
     var = var_neg + jnp.where(flip, sigma * sigma * stein, 0.0)
-    return _small_sigma(lambda m: m * jax.nn.sigmoid(m), _silu_diff, mu, sigma, mean, var)
+    return _small_sigma(_silu, _silu_diff, mu, sigma, mean, var)
 
 
 def _softplus_core(mu, sigma):
@@ -235,19 +270,19 @@ def _softplus_core(mu, sigma):
 def sigmoid_moments(mu, sigma):
     """draft"""
     mu, sigma, out = _inputs(mu, sigma)
-    return _finish(*_sigma_zero(_sigmoid_core, lambda m, s: jax.nn.sigmoid(m), mu, sigma), out)
+    return _finish(*_sigma_zero(_sigmoid_core, lambda m, s: _sigmoid(m), mu, sigma), out)
 
 
 def tanh_moments(mu, sigma):
     """draft"""
     mu, sigma, out = _inputs(mu, sigma)
-    return _finish(*_sigma_zero(_tanh_core, lambda m, s: jnp.tanh(m), mu, sigma), out)
+    return _finish(*_sigma_zero(_tanh_core, lambda m, s: _tanh(m), mu, sigma), out)
 
 
 def silu_moments(mu, sigma):
     """draft"""
     mu, sigma, out = _inputs(mu, sigma)
-    return _finish(*_sigma_zero(_silu_core, lambda m, s: m * jax.nn.sigmoid(m), mu, sigma), out)
+    return _finish(*_sigma_zero(_silu_core, lambda m, s: _silu(m), mu, sigma), out)
 
 
 def softplus_moments(mu, sigma):
