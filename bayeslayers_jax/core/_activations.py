@@ -1,4 +1,57 @@
-"""draft"""
+r"""Gaussian moments of activations: ``(E f(X), Var f(X))`` for :math:`X \sim \mathcal N(\mu, \sigma^2)`.
+
+The moment-matching (sampling-free) propagation of Frey & Hinton (1999) and Wu et al. (2019)
+needs, for each activation ``f``, the mean and variance of ``f(X)``. ReLU and CReLU live in
+:mod:`bayeslayers_jax.core._moments`; this module and its two siblings hold the others:
+
+=====================  ============================================  ===================
+function               method                                        module
+=====================  ============================================  ===================
+``leaky_relu_moments`` exact, from the two ReLU halves               here
+``exp_moments``        exact (log-normal)                            here
+``elu_moments``        exact (truncated log-normal integrals)        here
+``probit_moments``     exact, Owen's T difference as one integral    ``_activations_probit``
+``erf_moments``        exact, the probit of ``sqrt(2) X``            ``_activations_probit``
+``gelu_moments``       exact (Stein, Owen's T, Price's theorem)      ``_activations_probit``
+``sigmoid_moments``    exact series, accelerated; Gauss-Hermite      ``_activations_smooth``
+``tanh_moments``       ``2 sigmoid(2x) - 1``                         ``_activations_smooth``
+``silu_moments``       exact series, accelerated; Gauss-Hermite      ``_activations_smooth``
+``softplus_moments``   exact series, accelerated; Gauss-Hermite      ``_activations_smooth``
+=====================  ============================================  ===================
+
+Conventions shared by all of them:
+
+* ``mu`` and ``sigma`` (the standard deviation) broadcast against each other (and against an
+  activation parameter such as ``alpha``); float32 and float64 are computed in their own
+  precision, half precision in float32 and rounded once. The results are ``(mean, var)``.
+* ``sigma = 0`` gives ``(f(mu), 0)`` exactly (a "double where": the unused branch is evaluated
+  at ``sigma = 1``, so gradients stay finite). So does a ``sigma`` below ``1e-150`` (float64) or
+  ``1e-18`` (float32): then ``sigma^2`` is below the dtype's range, the true moments equal
+  ``(f(mu), 0)`` to the dtype's precision (at a kink of ``f``, within ``|mu| < sigma`` of it, the
+  mean is off by at most ``sigma |f'(0+) - f'(0-)| / sqrt(2 pi)``), and ``d(mu/sigma)/d sigma``
+  cannot overflow.
+* A concrete negative ``sigma`` raises ``ValueError`` naming ``sigma``; a traced one (under
+  ``jit``) cannot be checked and gives NaN moments. A NaN in ``mu`` or ``sigma`` gives NaN
+  moments and NaN derivatives (nothing is guarded into a number).
+* For finite inputs the outputs are never NaN, the variance is never negative, and nothing is
+  infinite unless the exact value overflows (only ``exp_moments`` can, and ``silu``/``softplus``
+  /``gelu``/``elu`` variances for ``sigma`` near ``sqrt`` of the dtype's maximum).
+* First derivatives (``jax.grad``, ``jvp``, ``vmap``, ``jit``) are finite everywhere,
+  ``sigma = 0`` and ``|mu/sigma|`` up to ``1e4`` included; at ``sigma = 0`` they are the limits
+  as ``sigma -> 0+``: ``d mean/d mu = f'(mu)`` (the mean of the one-sided slopes at a kink),
+  ``d mean/d sigma = 0`` (``(f'(0+) - f'(0-))/sqrt(2 pi)`` at a kink), ``d var = 0``. Second
+  derivatives are autodiff of the same formulas: finite wherever tested (``sigma = 0``
+  included, where they are ``f''(mu)`` and 0 rather than the limits in ``sigma``), not
+  separately verified for accuracy.
+* Accuracy is measured against mpmath quadrature (30 digits, split at the kinks, on a grid of
+  ``mu/sigma`` in [-60, 60] and ``sigma`` in {0, 1e-6, ..., 10}); each function states its
+  worst errors. "Relative" is ``|error| / |exact|``; for a mean that crosses zero it is
+  measured where ``|mean| >= 1e-3 (1 + |mu|)`` and the absolute error is given besides.
+
+References:
+  Frey & Hinton (1999). Variational Learning in Nonlinear Gaussian Belief Networks.
+  Wu et al. (2019). Deterministic Variational Inference for Robust Bayesian Neural Networks.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +60,15 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import erf, log_ndtr, ndtr
+from jax.scipy.special import log_ndtr, ndtr
 
-from bayeslayers_jax._checks import broadcast_floats, concrete_value
+from bayeslayers_jax._checks import broadcast_floats, check_concrete_real, concrete_value
 from bayeslayers_jax.core._moments import _moments as _relu_sides
 from bayeslayers_jax.core._moments import _tail_ratios, relu_moments
 
-__all__ = [
-    "leaky_relu_moments",
-    "exp_moments",
-    "probit_moments",
-    "erf_moments",
-    "gelu_moments",
-    "elu_moments",
-]
+__all__ = ["leaky_relu_moments", "exp_moments", "elu_moments"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-_SQRT_HALF = math.sqrt(0.5)
-_SQRT_2 = math.sqrt(2.0)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -41,16 +85,19 @@ def _check_sigma(sigma) -> None:
             )
 
 
-def _inputs(mu, sigma):
-    """Broadcast floats, a concrete negative ``sigma`` raises, traced negatives become NaN,
-    half precision is computed in float32. Returns ``(mu, sigma, out_dtype)``."""
+def _inputs(mu, sigma, **params):
+    """Broadcast floats (``params``: activation parameters, which must be finite), a concrete
+    negative ``sigma`` raises, traced negatives become NaN, half precision is computed in
+    float32. Returns ``(mu, sigma, *params, out_dtype)``."""
     _check_sigma(sigma)
-    mu, sigma = broadcast_floats(mu=mu, sigma=sigma)
-    out_dtype = mu.dtype
+    for name, value in params.items():
+        check_concrete_real(f"`{name}`", value, "finite")
+    arrays = broadcast_floats(mu=mu, sigma=sigma, **params)
+    out_dtype = arrays[0].dtype
     work = jnp.float32 if jnp.finfo(out_dtype).bits < 32 else out_dtype
-    mu, sigma = mu.astype(work), sigma.astype(work)
-    sigma = jnp.where(sigma < 0, jnp.nan, sigma)
-    return mu, sigma, out_dtype
+    arrays = [a.astype(work) for a in arrays]
+    arrays[1] = jnp.where(arrays[1] < 0, jnp.nan, arrays[1])
+    return (*arrays, out_dtype)
 
 
 def _is64(x) -> bool:
@@ -120,133 +167,6 @@ def _sigma_zero(core, f0, mu, sigma, *args):
     )
 
 
-# ----------------------------------------------------------------------------- probit / erf
-
-_GL64 = np.polynomial.legendre.leggauss(32)
-_GL32 = np.polynomial.legendre.leggauss(16)
-# Truncation of the T-difference integral where its integrand has fallen below exp(-E).
-_TRUNC64, _TRUNC32 = 44.0, 22.0
-# Beyond |h| = 50 the probit variance underflows in every dtype (exp(-h^2/2) < 1e-540).
-_H_VAR_MAX = 50.0
-
-
-def _probit_var(h, s2, with_second=False):
-    r"""``Var[Phi(X)]`` from ``h = mu/sqrt(1+s^2)`` and ``s2 = sigma^2 > 0``:
-
-    ``(1/pi) exp(-h^2 (1+a^2)/2) int_a^1 exp(-h^2 (x^2-a^2)/2) / (1+x^2) dx``, ``a = 1/sqrt(1+2 s^2)``.
-    """
-    k = jnp.sqrt(1.0 + 2.0 * s2)
-    a = 1.0 / k
-    one_minus_a = 2.0 * s2 / ((k + 1.0) * k)
-    t = jnp.minimum(jnp.abs(h), _H_VAR_MAX)
-    trunc = _TRUNC64 if _is64(h) else _TRUNC32
-    b = t * a
-    pos = t > 1.0  # for t <= 1 the reach exceeds 1 >= 1 - a
-    t_safe = jnp.where(pos, t, 1.0)
-    reach = jnp.where(pos, 2.0 * trunc / (t_safe * (b + jnp.sqrt(b * b + 2.0 * trunc))), jnp.inf)
-    length = jnp.minimum(one_minus_a, reach)
-    xi, wi = _GL64 if _is64(h) else _GL32
-    half = 0.5 * length[..., None]
-    d = half * (1.0 + _nodes(h, xi))  # x - a at the nodes
-    x = a[..., None] + d
-    tt = (t * t)[..., None]
-    integrand = jnp.exp(-0.5 * tt * d * (2.0 * a[..., None] + d)) / (1.0 + x * x)
-    wn = half * _nodes(h, wi)
-    lead = jnp.exp(-0.5 * t * t * (1.0 + a * a)) / math.pi
-    var = lead * jnp.sum(wn * integrand, axis=-1)
-    if not with_second:
-        return var
-    # (1/pi) int_a^1 exp(-h^2 (1+x^2)/2) (rho - (1-x^2)/(1+x^2)) / (1+x^2) dx, rho = s^2/(1+s^2),
-    # with rho - (1-x^2)/(1+x^2) = (1 + rho)(x^2 - a^2)/(1 + x^2) (for E[h(X)^2] of GELU)
-    one_rho = (1.0 + 2.0 * s2) / (1.0 + s2)
-    second = lead * one_rho * jnp.sum(wn * integrand * d * (2.0 * a[..., None] + d) / (1.0 + x * x), axis=-1)
-    return var, second
-
-
-def _probit_core(mu, sigma):
-    s2 = sigma * sigma
-    h = mu / jnp.sqrt(1.0 + s2)
-    return ndtr(h), _probit_var(h, s2)
-
-
-def _probit_f0(mu, sigma):
-    return ndtr(mu)
-
-
-def probit_moments(mu, sigma):
-    """draft"""
-    mu, sigma, out = _inputs(mu, sigma)
-    return _finish(*_sigma_zero(_probit_core, _probit_f0, mu, sigma), out)
-
-
-def _erf_core(mu, sigma):
-    s2 = sigma * sigma
-    k = jnp.sqrt(1.0 + 2.0 * s2)
-    mean = erf(mu / k)
-    h = _SQRT_2 * mu / k  # the probit h of sqrt(2) X
-    return mean, 4.0 * _probit_var(h, 2.0 * s2)
-
-
-def erf_moments(mu, sigma):
-    """draft"""
-    mu, sigma, out = _inputs(mu, sigma)
-    return _finish(*_sigma_zero(_erf_core, lambda m, s: erf(m), mu, sigma), out)
-
-
-# ----------------------------------------------------------------------------- GELU
-
-
-def _gelu_mean(mu, sigma, r, h, g):
-    """``E[X Phi(X)] = mu Phi(h) + sigma^2 phi(h)/r``; for ``h < 0`` also as
-    ``phi(h)/r (r^2 g(|h|) - 1)`` with ``g(t) = H(-t)/phi(t)`` (``g`` given): of the two, the one
-    whose terms are smaller (less cancellation) is used."""
-    phi = _phi(h)
-    r2g = r * r * g
-    via_g = phi / r * (r2g - 1.0)
-    a_term, b_term = mu * ndtr(h), sigma * sigma * phi / r
-    direct = a_term + b_term
-    use_g = (h < 0) & (phi / r * (r2g + 1.0) < jnp.abs(a_term) + b_term)
-    return jnp.where(use_g, via_g, direct)
-
-
-def _gelu_var_nonpos(mu, sigma, g_h, g_hk):
-    """``Var[X Phi(X)]`` for ``mu <= 0`` in closed form: of two exact forms of ``E[f^2]``, the one
-    with less cancellation.
-
-    (A) Stein's lemma: ``E[X^2 Phi^2] = (mu^2+s^2) E[Phi^2] + 2 s^2 (mu E[Phi phi] + E[X Phi phi])``.
-    (B) ``x Phi(x) = H(x) - phi(x)``, ``H(x) = phi(x) + x Phi(x) = E[relu(x + Z)]``:
-    ``E[f^2] = E[phi^2] - 2 E[H phi] + E[H^2]``, where ``E[H(X)^2] = E[relu(U1) relu(U2)]`` for a
-    bivariate normal (correlation ``rho``) is ``r^2 (H(c)^2 + rho Phi(c)^2 + int_0^rho V)`` by
-    Price's theorem (``d/drho = BVN(c, c; rho)``), all terms positive: (B) keeps its digits in the
-    lower tail, where (A)'s terms cancel.
-    """
-    s2 = sigma * sigma
-    r2 = 1.0 + s2
-    r = jnp.sqrt(r2)
-    k = jnp.sqrt(1.0 + 2.0 * s2)
-    h = mu / r
-    mean = _gelu_mean(mu, sigma, r, h, g_h)
-    p = ndtr(h)
-    var_phi, second = _probit_var(h, s2, with_second=True)
-    e_phi2 = p * p + var_phi  # E[Phi(X)^2]
-    hk = h / k
-    t1 = (mu * mu + s2) * e_phi2
-    lead = 2.0 * s2 * _phi(h) / r
-    t2a = lead * mu * (1.0 + 1.0 / r2) * ndtr(hk)
-    t2b = lead * s2 / (r * k) * _phi(hk)
-    form_a, mag_a = t1 + t2a + t2b, t1 + jnp.abs(t2a) + t2b
-    # (B): H(c) for c <= 0 is phi(c) g(|c|)
-    big_h = _phi(h) * g_h
-    big_hk = _phi(hk) * g_hk
-    e_phi_sq = jnp.exp(-mu * mu / (k * k)) / (2.0 * math.pi * k)
-    e_hphi = _phi(h) * k / r2 * big_hk
-    e_h2 = r2 * (big_h * big_h + s2 / r2 * p * p + second)
-    form_b, mag_b = e_phi_sq - 2.0 * e_hphi + e_h2, e_phi_sq + 2.0 * e_hphi + e_h2
-    use_b = _less_cancellation(form_b, mag_b, form_a, mag_a)
-    e_f2 = jnp.where(use_b, form_b, form_a)
-    return mean, jnp.maximum(e_f2 - mean * mean, 0.0)
-
-
 _GH64 = np.polynomial.hermite_e.hermegauss(32)
 _GH32 = np.polynomial.hermite_e.hermegauss(16)
 _GL8 = np.polynomial.legendre.leggauss(8)
@@ -261,7 +181,8 @@ def _less_cancellation(value_b, mag_b, value_a, mag_a):
 
 
 def _gh_centered_var(diff, mu, sigma):
-    """``E[f(X)] - f(mu)`` and ``Var[f(X)]``, ``X = mu + sigma Z``, by Gauss-Hermite on ``d(z) = f(mu + sigma z) - f(mu)``, which
+    """``E[f(X)] - f(mu)`` and ``Var[f(X)]``, ``X = mu + sigma Z``, by Gauss-Hermite on
+    ``d(z) = f(mu + sigma z) - f(mu)``, which
     ``diff(mu[..., None], delta)`` evaluates without cancellation: ``E[d^2] - E[d]^2`` then
     loses nothing as ``sigma -> 0`` (``E[d]^2 / E[d^2] = O(sigma^2)``)."""
     z, w = _GH64 if _is64(mu) else _GH32
@@ -283,43 +204,6 @@ def _ndtr_diff(b, delta):
     return jnp.where(close, delta * mv, ndtr(b + delta) - ndtr(b))
 
 
-def _gelu_diff(b, delta):
-    return delta * ndtr(b + delta) + b * _ndtr_diff(b, delta)
-
-
-# Below this sigma the GELU variance comes from Gauss-Hermite on exact differences.
-_GELU_GH_SIGMA = 0.7
-
-
-def _gelu_core(mu, sigma):
-    s2 = sigma * sigma
-    r = jnp.sqrt(1.0 + s2)
-    h = mu / r
-    # the variance is evaluated at -|mu| (reflection below); written with where so that at
-    # mu = 0 the derivative is the (two-sided) one of the mu <= 0 branch
-    flip = mu > 0
-    mu_r = jnp.where(flip, -mu, mu)
-    t = (-mu_r / r)[..., None]
-    g_h, g_hk = (x.g[..., 0] for x in _ratios(t, t / jnp.sqrt(1.0 + 2.0 * s2)[..., None]))
-    mean = _gelu_mean(mu, sigma, r, h, g_h)
-    _, var_neg = _gelu_var_nonpos(mu_r, sigma, g_h, g_hk)
-    # GELU(x) = x + GELU(-x): Var = s^2 (1 - 2 E[GELU'(-X)]) + Var[GELU(-X)] (Stein), for mu > 0.
-    pos = jnp.where(flip, mu, 0.0)
-    extra = s2 * (erf(pos / r * _SQRT_HALF) + 2.0 * pos * _phi(pos / r) / (r * r * r))
-    small = (sigma <= _GELU_GH_SIGMA) & (jnp.abs(mu) * sigma <= 1.5)
-    _, var_gh = _gh_centered_var(_gelu_diff, mu, jnp.where(small, sigma, 0.0))
-    return mean, jnp.where(small, var_gh, var_neg + extra)
-
-
-def _gelu_f0(mu, sigma):
-    return mu * ndtr(mu)
-
-
-def gelu_moments(mu, sigma):
-    """draft"""
-    mu, sigma, out = _inputs(mu, sigma)
-    return _finish(*_sigma_zero(_gelu_core, _gelu_f0, mu, sigma), out)
-
 
 # ----------------------------------------------------------------------------- exp, leaky ReLU
 
@@ -338,16 +222,70 @@ def _exp_core(mu, sigma):
     return mean, jnp.exp(_log_expm1(s2) + 2.0 * mu + s2)
 
 
-def exp_moments(mu, sigma):
-    """draft"""
+def exp_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of :math:`e^X`, :math:`X \sim \mathcal N(\mu, \sigma^2)` (log-normal).
+
+    .. math::
+       \mathbb E = e^{\mu + \sigma^2/2}, \qquad
+       \operatorname{Var} = \operatorname{expm1}(\sigma^2)\, e^{2\mu + \sigma^2}
+
+    The variance is formed as ``exp(log(expm1(s^2)) + 2 mu + s^2)``, so it is accurate as
+    ``sigma -> 0`` (no ``e^{s^2} - 1`` cancellation) and overflows to ``inf`` only where the
+    exact value exceeds the dtype's range. Measured against mpmath quadrature: relative error
+    <= 2e-15 (mean) and 3e-14 (variance) in float64 (the condition number is ``|mu| + sigma^2``
+    ulps); float32: relative error <= 1.2e-6 (mean) and 3e-6 (variance), where the exact value is finite.
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> mean, var = exp_moments(jnp.float32(0.0), jnp.float32(1.0))
+      >>> print(round(float(mean), 4), round(float(var), 4))  # e^0.5, (e - 1) e
+      1.6487 4.6708
+    """
     mu, sigma, out = _inputs(mu, sigma)
     return _finish(*_sigma_zero(_exp_core, lambda m, s: jnp.exp(m), mu, sigma), out)
 
 
-def leaky_relu_moments(mu, sigma, negative_slope=0.01):
-    """draft"""
-    mu, sigma, out = _inputs(mu, sigma)
-    slope = jnp.asarray(negative_slope, mu.dtype)
+def leaky_relu_moments(
+    mu: jax.Array, sigma: jax.Array, negative_slope: float | jax.Array = 0.01
+) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of the leaky ReLU :math:`\operatorname{relu}(X) - s\,\operatorname{relu}(-X)`.
+
+    With :math:`E_\pm, V_\pm` the moments of :math:`\operatorname{relu}(\pm X)`
+    (:func:`~bayeslayers_jax.core._moments.relu_moments`, one shared evaluation) and
+    :math:`\operatorname{relu}(X)\operatorname{relu}(-X) = 0`:
+
+    .. math::
+       \mathbb E = E_+ - s E_-, \qquad \operatorname{Var} = V_+ + s^2 V_- + 2 s E_+ E_-
+
+    exact, and for ``s >= 0`` a sum of non-negative terms. Inherits ReLU's accuracy, tails
+    and derivatives (closed-form, second derivatives included; at ``sigma = 0`` the limits).
+    Measured against mpmath quadrature: float64 relative error <= 1.5e-15 (mean, where ``|mean|
+    >= 1e-3 (1 + |mu|)``; absolute <= 1e-14) and 1.5e-14 (variance); float32 4e-7 and 1.1e-6.
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+      negative_slope: ``s``, a finite number or array broadcastable against ``mu``.
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    References:
+      Maas, Hannun, Ng (2013). Rectifier Nonlinearities Improve Neural Network Acoustic Models.
+
+    Examples:
+      >>> mean, var = leaky_relu_moments(-2.0, 0.0, negative_slope=0.1)
+      >>> print(round(float(mean), 4), float(var))
+      -0.2 0.0
+    """
+    mu, sigma, slope, out = _inputs(mu, sigma, negative_slope=negative_slope)
     pm, pv, nm, nv = _relu_sides((1, -1), mu, sigma)  # relu(X), relu(-X): one evaluation
     mean = pm - slope * nm
     var = pv + slope * slope * nv + 2.0 * slope * pm * nm
@@ -471,8 +409,53 @@ def _elu_f0(mu, sigma, alpha):
     return jnp.where(mu == 0, at_kink, jnp.where(mu > 0, mu, alpha * jnp.expm1(jnp.minimum(mu, 0.0))))
 
 
-def elu_moments(mu, sigma, alpha=1.0):
-    """draft"""
-    mu, sigma, out = _inputs(mu, sigma)
-    alpha = jnp.broadcast_to(jnp.asarray(alpha, mu.dtype), mu.shape)
+def elu_moments(mu: jax.Array, sigma: jax.Array, alpha: float | jax.Array = 1.0) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of :math:`\operatorname{elu}(X)` (``x`` for ``x > 0``, ``alpha expm1(x)`` else).
+
+    With :math:`v = \mu/\sigma`, the truncated log-normal integrals
+    :math:`L_k = \mathbb E[e^{kX}; X < 0] = e^{k\mu + k^2\sigma^2/2}\Phi(-v - k\sigma)
+    = \varphi(v) R(v + k\sigma)` (:math:`R` the Mills ratio, used where its argument is >= 0, so
+    nothing overflows) give :math:`g = \operatorname{expm1}(X)\,1\{X<0\}` its moments
+    :math:`\mathbb E g = L_1 - L_0`, :math:`\mathbb E g^2 = L_2 - 2L_1 + L_0`, and with the ReLU
+    part :math:`f_+ = \operatorname{relu}(X)` (disjoint support):
+
+    .. math::
+       \mathbb E = \mathbb E f_+ + \alpha\,\mathbb E g, \qquad
+       \operatorname{Var} = \operatorname{Var} f_+ + \alpha^2 \operatorname{Var} g
+       - 2\alpha\,\mathbb E f_+\,\mathbb E g
+
+    (three non-negative terms for ``alpha >= 0``). Where the differences cancel they are
+    written as integrals of positive functions: near the kink (``|mu|, sigma <= 1``)
+    :math:`\mathbb E g = -\varphi(v)\int_v^{v+\sigma} g_R`,
+    :math:`\mathbb E g^2 = \varphi(v)\int_0^{2\sigma}\min(c, 2\sigma - c)\,w_R(v + c)\,dc` and
+    :math:`\mathbb E[\operatorname{expm1} X - X; X<0] = \varphi(v)\int_0^\sigma (\sigma - c) w_R(v+c)\,dc`
+    (:math:`g_R = -R'`, :math:`w_R = R''`; 16-point Gauss-Legendre), and on the log-normal branch
+    :math:`\operatorname{Var} g = \operatorname{Var} e^{\min(X,0)}` is expanded around
+    :math:`\operatorname{expm1}(\sigma^2)` in log space; of the two forms of
+    :math:`\operatorname{Var} g` the one with less cancellation is used.
+
+    Measured against mpmath quadrature (``alpha`` = 1 and 0.5): float64 relative error <= 8e-15
+    (mean, where ``|mean| >= 1e-3 (1 + |mu|)``; absolute <= 1e-14) and 4e-13 (variance, its
+    worst at ``mu/sigma = -4``, ``sigma = 10``); float32 7e-6 (mean; absolute 2e-6) and 6e-6
+    (variance).
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+      alpha: the negative saturation value, a finite number or array broadcastable against
+        ``mu`` (the bounds above are measured for ``alpha > 0``).
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    References:
+      Clevert, Unterthiner, Hochreiter (2016). Fast and Accurate Deep Network Learning by
+      Exponential Linear Units (ELUs). ICLR.
+
+    Examples:
+      >>> mean, var = elu_moments(-30.0, 1.0)  # saturated: -1 + e^{mu + 1/2}, tiny variance
+      >>> print(round(float(mean), 6), f"{float(var):.4e}")
+      -1.0 4.0900e-26
+    """
+    mu, sigma, alpha, out = _inputs(mu, sigma, alpha=alpha)
     return _finish(*_sigma_zero(_elu_core, _elu_f0, mu, sigma, alpha), out)

@@ -1,4 +1,52 @@
-"""draft"""
+r"""Gaussian moments of the logistic family: sigmoid, tanh, SiLU (swish) and softplus.
+
+None has a closed form. For :math:`X \sim \mathcal N(m, s^2)` each is split at 0 into two
+half-line integrals in which, with :math:`t = e^{-|x|} \in (0, 1]`, the function is a power
+series in :math:`t` (times 1, ``x`` or ``x^2``): on ``x > 0``
+:math:`\sigma(x) = \sum_k (-1)^k t^k`, :math:`\sigma(x)^2 = \sum_k (-1)^k (k+1) t^k`,
+:math:`\log(1+t) = \sum_k (-1)^k t^{k+1}/(k+1)`, :math:`\log(1+t)^2 = \sum_{k\ge2}(-1)^k
+\tfrac{2H_{k-1}}{k} t^k`, and on ``x < 0`` the same in :math:`t = e^{x}`. Term by term these are
+exact truncated log-normal moments :math:`M_{j,k} = \mathbb E[X^j e^{-kX}; X > 0]`,
+``j = 0, 1, 2``: with :math:`v = m/s` and :math:`u = ks - v`,
+
+.. math::
+   M_{j,k} = s^j\varphi(v)\,\{R, g, w\}(u) \quad (u \ge 0), \qquad
+   M_{j,k} = s^j e^{-km + k^2s^2/2}\{\Phi(a),\ \varphi(a) + a\Phi(a),\
+   (1+a^2)\Phi(a) + a\varphi(a)\} \quad (a = -u > 0)
+
+(:math:`R` the Mills ratio, :math:`g = 1 - uR`, :math:`w = (1+u^2)R - u`, the float64 continued
+fractions / float32 polynomials of :mod:`~bayeslayers_jax.core._moments`): nothing overflows or
+underflows before the result does, the tails included. The alternating series
+:math:`\sum_k (-1)^k a_k`, whose terms are moments of a positive measure on :math:`[0,1]`, are
+summed with the acceleration of Cohen, Rodriguez Villegas & Zagier (2000): ``n`` terms (26 in
+float64, 14 in float32) have relative error at most :math:`2/(3+\sqrt8)^n` (times
+:math:`2n^2 + 1` for the ``(k+1)``-weighted ones), below the dtype's epsilon whatever ``m, s``:
+the sum is *exact to float precision*, not an approximation of the logistic.
+
+The variance is evaluated where it has no large cancellation: bounded functions at
+``-|mu|`` (``Var sigmoid(X) = Var sigmoid(-X)``); SiLU and softplus, which grow like ``x``, through
+``f(x) = x + f(-x)`` and Stein's lemma, :math:`\operatorname{Var} f(X) = s^2(1 - 2\,\mathbb E
+f'(-X)) + \operatorname{Var} f(-X)` for ``mu > 0``. For ``sigma <= 0.7`` (tanh: 0.35), where
+:math:`\mathbb E f^2 - (\mathbb E f)^2` would lose :math:`\log_{10}(1/\sigma^2)` digits, mean and
+variance come instead from Gauss-Hermite quadrature (32 nodes, float32 16) of the exact
+differences :math:`d(z) = f(\mu + \sigma z) - f(\mu)` (``sigmoid(a) - sigmoid(b) =
+sinh((a-b)/2) / (2 cosh(a/2) cosh(b/2))``, ``softplus(a) - softplus(b) = log1p(sigmoid(b)
+expm1(a-b))``): the logistic's poles are :math:`\pi/\sigma` from the real axis, and the measured
+error of this rule is below 1.1e-15 (float64) / 2.2e-7 (float32) up to ``sigma = 0.7``.
+Crude substitutions (``x Phi(sqrt(pi/8) x)`` for SiLU, ``2 Phi(sqrt(pi/2) x) - 1`` for tanh) are
+off by 1e-3 to 5e-2; these are not used.
+
+Cost: about 30 Mills-ratio evaluations per element (float64; float32 16, each a polynomial)
+plus 32 (16) Gauss-Hermite nodes, all vectorized; derivatives by autodiff through the same
+formulas (the Mills ratios have closed-form derivatives, so no continued fraction is
+differentiated).
+
+References:
+  Cohen, Rodriguez Villegas, Zagier (2000). Convergence Acceleration of Alternating Series.
+  Experimental Mathematics 9(1).
+  Frey & Hinton (1999); Wu et al. (2019) (moment propagation).
+  Ramachandran, Zoph, Le (2017). Searching for Activation Functions (swish / SiLU).
+"""
 
 from __future__ import annotations
 
@@ -267,25 +315,113 @@ def _softplus_core(mu, sigma):
     return _small_sigma(jax.nn.softplus, _softplus_diff, mu, sigma, mean, var)
 
 
-def sigmoid_moments(mu, sigma):
-    """draft"""
+def sigmoid_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of :math:`\operatorname{sigmoid}(X) = 1/(1 + e^{-X})`.
+
+    .. math::
+       \mathbb E = \sum_k (-1)^k (M_{0,k}(\mu) + M_{0,k+1}(-\mu)), \quad
+       \mathbb E\sigma^2 = \sum_k (-1)^k (k+1)(M_{0,k}(\mu) + M_{0,k+2}(-\mu))
+
+    accelerated (module docstring); ``sigma <= 0.7``: Gauss-Hermite on exact differences.
+    Measured against mpmath quadrature: float64 relative error <= 2e-15 (mean) and 1.5e-13
+    (variance, the worst just above ``sigma = 0.7``); float32 1e-6 and 2e-5.
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    Examples:
+      >>> mean, var = sigmoid_moments(0.0, 3.0)
+      >>> print(round(float(mean), 4), round(float(var), 4))
+      0.5 0.1352
+    """
     mu, sigma, out = _inputs(mu, sigma)
     return _finish(*_sigma_zero(_sigmoid_core, lambda m, s: _sigmoid(m), mu, sigma), out)
 
 
-def tanh_moments(mu, sigma):
-    """draft"""
+def tanh_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of :math:`\tanh X = 2\operatorname{sigmoid}(2X) - 1`.
+
+    From the sigmoid series of :math:`Y = 2X \sim \mathcal N(2\mu, 4\sigma^2)`:
+    :math:`\mathbb E\tanh X = \mathbb E\operatorname{sigmoid}(Y) - \mathbb E\operatorname{sigmoid}(-Y)`
+    (exactly odd in ``mu``), :math:`\operatorname{Var}\tanh X = 4\operatorname{Var}\operatorname{sigmoid}(Y)`;
+    ``sigma <= 0.35``: Gauss-Hermite on exact differences. Measured against mpmath
+    quadrature: float64 relative error <= 1.2e-14 (mean, where ``|mean| >= 1e-3 (1 + |mu|)``;
+    absolute <= 7e-15) and 2.5e-13 (variance); float32 3e-6 (mean; absolute 2e-7) and 3e-6
+    (variance).
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    Examples:
+      >>> mean, var = tanh_moments(1.0, 0.5)
+      >>> print(round(float(mean), 4), round(float(var), 4))
+      0.6891 0.0621
+    """
     mu, sigma, out = _inputs(mu, sigma)
     return _finish(*_sigma_zero(_tanh_core, lambda m, s: _tanh(m), mu, sigma), out)
 
 
-def silu_moments(mu, sigma):
-    """draft"""
+def silu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of :math:`\operatorname{silu}(X) = X\operatorname{sigmoid}(X)` (swish).
+
+    .. math::
+       \mathbb E = \sum_k (-1)^k (M_{1,k}(\mu) - M_{1,k+1}(-\mu)), \quad
+       \mathbb E\,\mathrm{silu}^2 = \sum_k (-1)^k (k+1)(M_{2,k}(\mu) + M_{2,k+2}(-\mu))
+
+    accelerated; the variance at ``-|mu|`` plus, for ``mu > 0``, the Stein term
+    :math:`\sigma^2(1 - 2\,\mathbb E\,\mathrm{sig}(-X) + 2\,\mathbb E[X\,\mathrm{sig}(X)\,\mathrm{sig}(-X)])`;
+    ``sigma <= 0.7``: Gauss-Hermite on exact differences. Measured against mpmath
+    quadrature: float64 relative error <= 2e-14 (mean, where ``|mean| >= 1e-3 (1 + |mu|)``;
+    absolute <= 1.5e-14) and 4.5e-13 (variance); float32 9e-7 (mean; absolute 2.3e-6) and 1.2e-6
+    (variance).
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    Examples:
+      >>> mean, var = silu_moments(-2.0, 3.0)
+      >>> print(round(float(mean), 4), round(float(var), 4))
+      0.3085 1.162
+    """
     mu, sigma, out = _inputs(mu, sigma)
     return _finish(*_sigma_zero(_silu_core, lambda m, s: _silu(m), mu, sigma), out)
 
 
-def softplus_moments(mu, sigma):
-    """draft"""
+def softplus_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Mean and variance of :math:`\operatorname{softplus}(X) = \log(1 + e^X)`.
+
+    .. math::
+       \mathbb E = \mathbb E\operatorname{relu}X + \sum_k \frac{(-1)^k}{k+1}(M_{0,k+1}(\mu) + M_{0,k+1}(-\mu))
+
+    and the second moment from :math:`(x + \log(1+t))^2` and :math:`\log(1+t)^2` likewise;
+    the variance at ``-|mu|`` plus, for ``mu > 0``, :math:`\sigma^2(1 - 2\,\mathbb E\operatorname{sigmoid}(-X))`;
+    ``sigma <= 0.7``: Gauss-Hermite on exact differences. Measured against mpmath
+    quadrature: float64 relative error <= 3.5e-14 (mean) and 4e-13 (variance); float32 9e-7 and
+    9e-7.
+
+    Args:
+      mu: means, any floating array.
+      sigma: standard deviations (>= 0), broadcastable against ``mu``.
+
+    Returns:
+      ``(mean, var)`` of the broadcast shape, in the input dtype.
+
+    Examples:
+      >>> mean, var = softplus_moments(0.0, 1.0)
+      >>> print(round(float(mean), 4), round(float(var), 4))
+      0.8061 0.2715
+    """
     mu, sigma, out = _inputs(mu, sigma)
     return _finish(*_sigma_zero(_softplus_core, lambda m, s: jax.nn.softplus(m), mu, sigma), out)
