@@ -61,23 +61,3 @@ def run_with_progress():
                                            "".join(captured["stderr"]))
 
     return run
-
-
-# The moment functions propagate_moments' rules call for SiLU, tanh, sigmoid, softplus and ELU
-# (issue 17) were not all in core._activations at this release's stop. Until they are, a test
-# that reaches one fails with the AttributeError naming it: that failure, and only that one,
-# is an expected failure (any other exception still fails the test).
-_PENDING_ACTIVATIONS = ("silu_moments", "tanh_moments", "sigmoid_moments", "softplus_moments", "elu_moments")
-
-
-def pytest_collection_modifyitems(config, items):
-    from bayeslayers_jax.core import _activations
-
-    missing = [n for n in _PENDING_ACTIVATIONS if not hasattr(_activations, n)]
-    if not missing:
-        return
-    mark = pytest.mark.xfail(raises=AttributeError, strict=False,
-                             reason=f"core._activations lacks {missing} (issue 17, in progress)")
-    for item in items:
-        if item.nodeid.startswith(("tests/test_propagate.py", "tests/test_propagate_example.py")):
-            item.add_marker(mark)

@@ -14,6 +14,21 @@ Each topic is one private module (``_moments``, ``_clt``, ``_sampling``, ...); t
 public face, re-exported once more at the package's top level.
 """
 
+from bayeslayers_jax.core._activations import leaky_relu_moments as leaky_relu_moments
+from bayeslayers_jax.core._activations import exp_moments as exp_moments
+from bayeslayers_jax.core._activations import elu_moments as elu_moments
+from bayeslayers_jax.core._activations_probit import probit_moments as probit_moments
+from bayeslayers_jax.core._activations_probit import erf_moments as erf_moments
+from bayeslayers_jax.core._activations_probit import gelu_moments as gelu_moments
+from bayeslayers_jax.core._activations_smooth import sigmoid_moments as sigmoid_moments
+from bayeslayers_jax.core._activations_smooth import tanh_moments as tanh_moments
+from bayeslayers_jax.core._activations_smooth import silu_moments as silu_moments
+from bayeslayers_jax.core._activations_smooth import softplus_moments as softplus_moments
+from bayeslayers_jax.core._structure import max_moments as max_moments
+from bayeslayers_jax.core._structure import min_moments as min_moments
+from bayeslayers_jax.core._structure import max_pool_moments as max_pool_moments
+from bayeslayers_jax.core._structure_norm import layer_norm_moments as layer_norm_moments
+from bayeslayers_jax.core._structure_norm import dropout_moments as dropout_moments
 from bayeslayers_jax.core._clt import clt_conv_moments as clt_conv_moments
 from bayeslayers_jax.core._clt import clt_linear_moments as clt_linear_moments
 from bayeslayers_jax.core._gaussian import normal_cdf as normal_cdf
@@ -60,4 +75,19 @@ __all__ = [
     "avg_pool_moments",
     "flatten_moments",
     "propagate_moments",
+    "leaky_relu_moments",
+    "exp_moments",
+    "elu_moments",
+    "probit_moments",
+    "erf_moments",
+    "gelu_moments",
+    "sigmoid_moments",
+    "tanh_moments",
+    "silu_moments",
+    "softplus_moments",
+    "max_moments",
+    "min_moments",
+    "max_pool_moments",
+    "layer_norm_moments",
+    "dropout_moments",
 ]

@@ -208,10 +208,9 @@ def _integer_pow(ctx, eqn, ins):
 
 # ------------------------------------------------------------------------- nonlinear units
 def _activations():
-    try:
-        return importlib.import_module("bayeslayers_jax.core._activations")
-    except ImportError as exc:  # a colleague's module, imported lazily
-        raise NotImplementedError(f"the activation moments need bayeslayers_jax.core._activations: {exc}") from exc
+    """The package's public core, which holds every activation's moment function (imported
+    lazily: ``bayeslayers_jax.core`` imports this module)."""
+    return importlib.import_module("bayeslayers_jax.core")
 
 
 def _structure():
