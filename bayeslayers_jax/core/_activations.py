@@ -25,7 +25,7 @@ Conventions shared by all of them:
   activation parameter such as ``alpha``); float32 and float64 are computed in their own
   precision, half precision in float32 and rounded once. The results are ``(mean, var)``.
 * ``sigma = 0`` gives ``(f(mu), 0)`` exactly (a "double where": the unused branch is evaluated
-  at ``sigma = 1``, so gradients stay finite). So does a ``sigma`` below ``1e-150`` (float64) or
+  at ``mu = 0, sigma = 1``, so gradients stay finite). So does a ``sigma`` below ``1e-150`` (float64) or
   ``1e-18`` (float32): then ``sigma^2`` is below the dtype's range, the true moments equal
   ``(f(mu), 0)`` to the dtype's precision (at a kink of ``f``, within ``|mu| < sigma`` of it, the
   mean is off by at most ``sigma |f'(0+) - f'(0-)| / sqrt(2 pi)``), and ``d(mu/sigma)/d sigma``
@@ -155,12 +155,13 @@ _SIGMA_MIN64, _SIGMA_MIN32 = 1e-150, 1e-18
 def _sigma_zero(core, f0, mu, sigma, *args):
     """Evaluates ``core(mu, sigma_safe, *args)`` and returns ``(f0(mu, sigma), 0)`` where ``sigma``
     is 0 (or below the dtype's ``_SIGMA_MIN``); double ``where``: the unused branch sees
-    ``sigma = 1``, so its gradient stays finite. A NaN ``mu`` gives a NaN variance there too."""
+    ``mu = 0, sigma = 1``, so it and its gradient stay finite. A NaN ``mu`` gives a NaN variance
+    there too."""
     zero = sigma < (_SIGMA_MIN64 if _is64(sigma) else _SIGMA_MIN32)
     safe = jnp.where(zero, jnp.ones_like(sigma), sigma)
-    mean, var = core(mu, safe, *args)
-    # 0 for a finite mu, with NaN derivatives (in mu and sigma) when mu is NaN
-    nan_guard = (mu - mu) * (sigma + mu)
+    mean, var = core(jnp.where(zero, jnp.zeros_like(mu), mu), safe, *args)
+    # 0 (NaN for a NaN mu), whose derivatives in mu and sigma are exact zeros (NaN for a NaN mu)
+    nan_guard = (mu + sigma) * ((mu - mu) * 0.0)
     return (
         jnp.where(zero, f0(mu, sigma, *args) + nan_guard, mean),
         jnp.where(zero, nan_guard, var),

@@ -116,12 +116,12 @@ def _half_line(m, s, n) -> _HalfLine:
     pv = jnp.exp(-0.5 * v * v - _LOG_SQRT_2PI)
     a = jnp.where(upper, 0.0, -u)
     expo = jnp.where(upper, 0.0, k * (0.5 * k * s[..., None] - v) * s[..., None])
-    e = jnp.exp(expo)
     cdf, pdf = ndtr(a), _phi(a)
+    # exp(expo) times the polynomial factors in log space: no underflow before the product's
     return _HalfLine(
-        jnp.where(upper, pv * tail.mills, e * cdf),
-        jnp.where(upper, pv * tail.g, e * (pdf + a * cdf)),
-        jnp.where(upper, pv * tail.w, e * ((1.0 + a * a) * cdf + a * pdf)),
+        jnp.where(upper, pv * tail.mills, jnp.exp(expo) * cdf),
+        jnp.where(upper, pv * tail.g, jnp.exp(expo + jnp.log(pdf + a * cdf))),
+        jnp.where(upper, pv * tail.w, jnp.exp(expo + jnp.log((1.0 + a * a) * cdf + a * pdf))),
     )
 
 
@@ -324,7 +324,8 @@ def sigmoid_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Arr
 
     accelerated (module docstring); ``sigma <= 0.7``: Gauss-Hermite on exact differences.
     Measured against mpmath quadrature: float64 relative error <= 2e-15 (mean) and 1.5e-13
-    (variance, the worst just above ``sigma = 0.7``); float32 1e-6 and 2e-5.
+    (variance, the worst just above ``sigma = 0.7``); float32 1.2e-6 and
+    2e-5.
 
     Args:
       mu: means, any floating array.
@@ -380,8 +381,8 @@ def silu_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Array]
     :math:`\sigma^2(1 - 2\,\mathbb E\,\mathrm{sig}(-X) + 2\,\mathbb E[X\,\mathrm{sig}(X)\,\mathrm{sig}(-X)])`;
     ``sigma <= 0.7``: Gauss-Hermite on exact differences. Measured against mpmath
     quadrature: float64 relative error <= 2e-14 (mean, where ``|mean| >= 1e-3 (1 + |mu|)``;
-    absolute <= 1.5e-14) and 4.5e-13 (variance); float32 9e-7 (mean; absolute 2.3e-6) and 1.2e-6
-    (variance).
+    absolute <= 1.5e-14) and 4.5e-13 (variance); float32 9e-7 (mean; absolute 2.3e-6) and
+    4e-6 (variance).
 
     Args:
       mu: means, any floating array.
@@ -408,7 +409,7 @@ def softplus_moments(mu: jax.Array, sigma: jax.Array) -> tuple[jax.Array, jax.Ar
     and the second moment from :math:`(x + \log(1+t))^2` and :math:`\log(1+t)^2` likewise;
     the variance at ``-|mu|`` plus, for ``mu > 0``, :math:`\sigma^2(1 - 2\,\mathbb E\operatorname{sigmoid}(-X))`;
     ``sigma <= 0.7``: Gauss-Hermite on exact differences. Measured against mpmath
-    quadrature: float64 relative error <= 3.5e-14 (mean) and 4e-13 (variance); float32 9e-7 and
+    quadrature: float64 relative error <= 3.5e-14 (mean) and 4e-13 (variance); float32 1.2e-6 and
     9e-7.
 
     Args:
