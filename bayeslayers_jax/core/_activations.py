@@ -315,15 +315,17 @@ def _trunc_exp(mu, sigma, v, k, mills):
     return jnp.where(upper, via_mills, direct)
 
 
-def _scaled_ratios(v, u, tail):
-    """``phi(v) g(u)`` and ``phi(v) w(u)`` for ``u >= v`` (``g = 1 - uR``, ``w = (1+u^2)R - u``,
-    the Mills ratio's ``-R'`` and ``R''``; ``tail`` = the ratios at ``max(u, 0)``), positive and
-    finite for every real ``u``."""
+def _scaled_ratios(v, c, tail):
+    """``phi(v) g(u)`` and ``phi(v) w(u)`` at ``u = v + c``, ``c >= 0`` (``g = 1 - uR``,
+    ``w = (1+u^2)R - u``, the Mills ratio's ``-R'`` and ``R''``; ``tail`` = the ratios at
+    ``max(u, 0)``), positive and finite for every real ``u``. ``c`` is passed on its own: as
+    ``u - v`` it would lose its digits when ``|v| >> c``."""
+    u = v + c
     upper = u >= 0
     pv = jnp.exp(_log_phi(v))
-    un = jnp.where(upper, 0.0, u)
-    a = -un
-    scale = jnp.exp(0.5 * (un - v) * (un + v))  # phi(v) / phi(u) <= 1
+    a = jnp.where(upper, 0.0, -u)
+    # phi(v) / phi(u) <= 1 where u < 0 (the exponent is clamped where unused: finite gradients)
+    scale = jnp.exp(jnp.where(upper, 0.0, 0.5 * c * (2.0 * v + c)))
     cdf, pdf = ndtr(a), _phi(a)
     g_neg = scale * (pdf + a * cdf)
     w_neg = scale * ((1.0 + a * a) * cdf + a * pdf)
@@ -350,8 +352,8 @@ def _elu_neg_part(mu, sigma, v):
     e2_direct = l2 - 2.0 * l1 + l0
     # Near the kink (|mu|, sigma <= 1) the differences cancel: E[g] = -int_v^{v+s} phi(v) g(u) du,
     # E[g^2] = int_0^{2s} tent(c) phi(v) w(v + c) dc (R' = -g, R'' = w), by Gauss-Legendre.
-    g1, w1 = _scaled_ratios(vv[..., None], u1, ra)
-    _, w2 = _scaled_ratios(vv[..., None], u2, rb)
+    g1, w1 = _scaled_ratios(vv[..., None], c1, ra)
+    _, w2 = _scaled_ratios(vv[..., None], c1 + s[..., None], rb)
     half = 0.5 * s
     e1_gl = -half * jnp.sum(wn * g1, axis=-1)
     e2_gl = half * jnp.sum(wn * (c1 * w1 + (s[..., None] - c1) * w2), axis=-1)
