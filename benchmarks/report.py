@@ -49,6 +49,12 @@ def _target_text(t: dict[str, Any]) -> str:
     if kind == "sac_ratio":
         return (f"{plat} SAC update, {t['members']} {name} critics {t['width']} wide <= "
                 f"{_limit(t['limit'])} Dense critics")
+    if kind == "natural_ratio":
+        return (f"{plat} {t['shape']}: `{t['row']}` train step <= {_limit(t['limit'])} its Dense "
+                "twin written the same way")
+    if kind == "natural_vs_suite":
+        return (f"{plat} {t['shape']}: `{t['row']}` train step <= {_limit(t['limit'])} the suite's "
+                f"{name} train step")
     if kind == "ensemble_speedup":
         return (f"{plat} {t['shape']}: {t['members']} {name} networks vmapped >= "
                 f"{_limit(t['limit'])} faster than one by one ({t['mode']})")
@@ -115,6 +121,7 @@ def markdown_report(results: dict[str, Any]) -> str:
                          f"{m['samples_per_s']:.1f}", f"{m['rows_per_s']:.3g}"])
     out += _table(["shape", "method", "samples per call", "ms per call", "samples/s",
                    "input rows x samples / s"], rows) + [""]
+    out += _natural_section(results)
     out += _ensemble_section(results)
     out += _rl_section(results)
     out += ["## Memory", ""]
@@ -140,6 +147,26 @@ def _targets_section(results: dict[str, Any]) -> list[str]:
     note = ("Ratios are times over times (ours / ObjectRL: below 1 means faster than ObjectRL); "
             "speedups are separate / vmapped.")
     return ["## Targets", "", note, ""] + _table(["target", "measured", "status", "source"], rows) + [""]
+
+
+def _natural_section(results: dict[str, Any]) -> list[str]:
+    out = ["## Train steps written the way a user writes them (`benchmarks/natural.py`)", "",
+           "`natural/*`: the package's layers in the user's own `flax.linen` module, "
+           "`rngs={'sample': key}`, `mutable=['kl']` + `total_kl`, the loss by hand, `optax.adam` "
+           "under a plain `jax.jit` (no donation); `natural/dense` is the same with `nn.Dense`. "
+           "`propagate/clt`: a plain Dense MLP with Gaussian parameters through "
+           "`propagate_moments`; `bayesianize/lr`: `bayesianize(plain MLP, 'lr')`. Timed "
+           "interleaved with the suite's train steps above (same run, same load).", ""]
+    if not results.get("natural"):
+        return out + ["Not run.", ""]
+    rows = []
+    for r in results["natural"]:
+        rows.append([r["shape"], f"`{r['row']}`", _ms(r["median_s"]), _x(r["ratio_to_twin"]),
+                     _x(r["suite_ratio_to_dense"]), _x(r["ratio_to_suite"], 3),
+                     f"{r['compile_s']:.2f}", "yes" if r["final_loss_finite"] else "NO"])
+    return out + _table(["shape", "row", "train step ms", "x its Dense twin",
+                         "suite path x suite Dense", "x suite path (same method)", "compile s",
+                         "loss finite"], rows) + [""]
 
 
 def _ensemble_section(results: dict[str, Any]) -> list[str]:

@@ -7,6 +7,9 @@ when torch and ObjectRL import (:mod:`benchmarks.torch_compare`; ``torch.compile
 time recorded apart), and times everything in this one process: the forward passes of all
 methods interleaved, then the train steps of all methods *and* the PyTorch steps interleaved,
 so every ratio (to Dense, and ours / ObjectRL) compares calls made under the same machine load.
+The user-style train steps of :mod:`benchmarks.natural` (the package's layers in a user's own
+module, ``propagate_moments`` and ``bayesianize`` of a plain MLP, and their Dense twin) are
+timed in that same interleaved group.
 Then the Monte Carlo predictive of the sampling methods (vmapped over keys), ensembles vmapped
 over members against the same members called one by one (:mod:`benchmarks.ensembles`), and
 the SAC-style update with ensembles of critics (:mod:`benchmarks.rl_update`).
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import ensembles, memory, models, timing, torch_compare
+from benchmarks import ensembles, memory, models, natural, timing, torch_compare
 from benchmarks import rl_update as sac
 from benchmarks.flops import METHODS, SHAPES, Shape, flop_ratio, matmul_flops
 
@@ -65,7 +68,11 @@ def _objectrl_targets() -> tuple[dict[str, Any], ...]:
 #: * ``ensemble_speedup``: ``members`` separate calls / one vmapped call (``mode`` forward or
 #:   train), ``>= limit``;
 #: * ``ensemble_vs_one``: the vmapped train step of ``members`` networks / one network's train
-#:   step, ``<= limit``.
+#:   step, ``<= limit``;
+#: * ``natural_ratio``: the user-style train step of ``row`` (:mod:`benchmarks.natural`) / its
+#:   Dense twin written the same way, ``<= limit``;
+#: * ``natural_vs_suite``: the train step of ``row`` / the suite's own train step of ``method``
+#:   (``BayesianMLP`` through ``elbo_loss``) at the same shape, ``<= limit``.
 TARGETS: tuple[dict[str, Any], ...] = (
     {"platform": "cpu", "kind": "ratio", "shape": "rl", "method": "clt", "limit": 3.4, "source": "issue 9 (2)"},
     {"platform": "cpu", "kind": "ratio", "shape": "rl", "method": "lr", "limit": 2.6, "source": "issue 9 (2)"},
@@ -74,6 +81,15 @@ TARGETS: tuple[dict[str, Any], ...] = (
     *({"platform": "cpu", "kind": "sac_ratio", "method": method, "members": 2, "width": width,
        "limit": limit, "source": "issues 8, 9 (3)"}
       for method, limit in (("clt", 3.0), ("lr", 2.5)) for width in (128, 256)),
+    *({"platform": "cpu", "kind": "natural_ratio", "shape": "rl", "method": method, "row": f"natural/{method}",
+       "limit": limit, "source": "issue 22 (1)"}
+      for method, limit in (("bbb", 1.6), ("lr", 2.6), ("clt", 3.4))),
+    *({"platform": "cpu", "kind": "natural_vs_suite", "shape": shape, "method": method,
+       "row": f"natural/{method}", "limit": 1.05, "source": "issue 22 (1)"}
+      for shape in ("rl", "mid", "wide") for method in natural.NATURAL_METHODS),
+    *({"platform": "cpu", "kind": "natural_vs_suite", "shape": shape, "method": method, "row": row,
+       "limit": 1.10, "source": "issue 22 (3)"}
+      for shape in ("rl", "mid", "wide") for row, method in (("propagate/clt", "clt"), ("bayesianize/lr", "lr"))),
     *({"platform": "cpu", "kind": "ensemble_speedup", "shape": "rl", "method": method,
        "mode": mode, "members": 10, "limit": 1.5, "source": "issue 8"}
       for method in ("dense", "lr", "clt") for mode in ("forward", "train")),
@@ -109,6 +125,9 @@ class Config:
       rl_members: ensemble sizes (numbers of critics) of the SAC scenario.
       rl_widths: hidden widths of the SAC scenario's critics.
       rl_critics: critic types of the SAC scenario (``'dense'`` is the baseline).
+      natural: time the user-style rows of :mod:`benchmarks.natural` (the package's layers in
+        the user's own module, ``propagate_moments`` and ``bayesianize`` of a plain MLP) with
+        the train steps, at the MLP shapes.
       max_minutes: soft wall-time limit: a unit of work (a shape, the PyTorch builds of a
         shape, an ensemble, one SAC configuration) that would start after it is skipped and
         reported as skipped. ``None``: no limit.
@@ -131,6 +150,7 @@ class Config:
     rl_members: tuple[int, ...] = (2, 10)
     rl_widths: tuple[int, ...] = (128, 256)
     rl_critics: tuple[str, ...] = sac.CRITICS
+    natural: bool = True
     max_minutes: float | None = None
     seed: int = 0
 
@@ -353,6 +373,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
         progress.step(f"{shape.name:<5} {method:<7} built and compiled in "
                       f"{time.perf_counter() - start:.2f} s (forward {compile_s[(method, 'forward')]:.2f} s, "
                       f"train step {compile_s[(method, 'train')]:.2f} s)")
+    natural_calls, natural_compile = _natural_steps(shape, cfg, tx, k_net, x, y, tuple(nets), progress)
     torch_steps, torch_records = ({}, [])
     if torch_info["status"] == "ok" and not shape.spatial:  # ObjectRL has no Bayesian convolutions
         torch_steps, torch_records = _torch_steps(shape, cfg, torch_info, progress, tuple(nets))
@@ -367,6 +388,7 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
     progress.step(f"{shape.name:<5} forward " + ", ".join(
         f"{m} {t.median_s * 1e3:.3f} ms" for m, t in fwd_t.items()))
     group = dict(train_calls)
+    group.update(natural_calls)
     group.update({name: torch_steps[mi].call for name, mi in torch_names.items()})
     # The PyTorch steps ran once when built: that call is their warm-up.
     train_t = _time_group(group, cfg, warm={
@@ -385,9 +407,11 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
             "final_loss_finite": bool(np.isfinite(step.last_loss())),
             "ours_over_torch": jax_train[method] / t.median_s if method in jax_train else None,
         })
+    natural_records = _natural_records(shape, natural_calls, natural_compile, train_t, jax_train)
     progress.step(f"{shape.name:<5} train   " + ", ".join(
         f"{m} {t.median_s * 1e3:.3f} ms" for m, t in train_t.items()))
     holders.clear()
+    natural_calls.clear()
     torch_steps.clear()
 
     mc: list[dict[str, Any]] = []
@@ -437,7 +461,68 @@ def _bench_shape(shape: Shape, cfg: Config, progress: _Progress, torch_info: dic
                           f"{e['train']['separate_s'] * 1e3:.3f} ms / one "
                           f"{e['train']['one_s'] * 1e3:.3f} ms")
     return {"records": records, "mc": mc, "ensemble": ensemble, "torch": torch_records,
-            "skipped": skipped}
+            "skipped": skipped, "natural": natural_records}
+
+
+def natural_rows(shape: Shape, cfg: Config, built: tuple[str, ...]) -> tuple[str, ...]:
+    """The user-style rows (:mod:`benchmarks.natural`) timed at ``shape``: the Dense twin and
+    the rows whose suite method was built; none at a convolutional shape or with
+    ``cfg.natural`` off."""
+    if not cfg.natural or shape.spatial:
+        return ()
+    return ("natural/dense", *(row for row, (method, _) in natural.ROW_BASELINES.items()
+                               if method in built))
+
+
+def _natural_steps(shape: Shape, cfg: Config, tx: optax.GradientTransformation, key: jax.Array,
+                   x: jax.Array, y: jax.Array, built: tuple[str, ...], progress: _Progress
+                   ) -> tuple[dict[str, Callable[[], Any]], dict[str, float]]:
+    """Builds and compiles the user-style train steps of one shape (plain ``jax.jit``, no
+    donation, as a user writes it; compiled ahead of time here only to keep compilation out
+    of the timings). Returns the zero-argument calls and the compile times by row."""
+    rows = natural_rows(shape, cfg, built)
+    calls: dict[str, Callable[[], Any]] = {}
+    compile_s: dict[str, float] = {}
+    if not rows:
+        return calls, compile_s
+    start = time.perf_counter()
+    for row in rows:
+        ns = natural.build_natural_step(row, shape, key, tx)
+        compiled, compile_s[row] = timing.compile_jitted(ns.step, *ns.state, x, y)
+        holder = {"state": ns.state}
+
+        def call(c: Any = compiled, h: dict[str, Any] = holder) -> Any:
+            params, opt_state, k, loss = c(*h["state"], x, y)
+            h["state"] = (params, opt_state, k)
+            return loss
+
+        calls[row] = call
+    progress.step(f"{shape.name:<5} user-style rows built and compiled in "
+                  f"{time.perf_counter() - start:.2f} s: {', '.join(rows)}")
+    return calls, compile_s
+
+
+def _natural_records(shape: Shape, calls: dict[str, Callable[[], Any]], compile_s: dict[str, float],
+                     train_t: dict[str, timing.Timing], suite_train: dict[str, float]
+                     ) -> list[dict[str, Any]]:
+    """Records of the user-style rows, timed in the suite's train-step group: ratios to their
+    Dense twin and to the suite's own train step of the same method (same run, interleaved)."""
+    out = []
+    twin = train_t["natural/dense"].median_s if "natural/dense" in train_t else None
+    for row in calls:
+        t = train_t[row]
+        method = "dense" if row == "natural/dense" else natural.ROW_BASELINES[row][0]
+        suite_s = suite_train.get(method)
+        out.append({
+            "shape": shape.name, "row": row, "method": method, "median_s": t.median_s,
+            "timing": t.as_dict(), "compile_s": compile_s[row],
+            "ratio_to_twin": t.median_s / twin if twin else None,
+            "ratio_to_suite": t.median_s / suite_s if suite_s else None,
+            "suite_ratio_to_dense": (suite_s / suite_train["dense"]
+                                     if suite_s and "dense" in suite_train else None),
+            "final_loss_finite": bool(np.isfinite(float(calls[row]()))),
+        })
+    return out
 
 
 def _record(
@@ -480,6 +565,11 @@ def _measure_target(target: dict[str, Any], results: dict[str, Any]) -> float | 
             if ((r["critic"], r["members"], r["width"]) == (target["method"], target["members"], target["width"])
                     and "ratio_to_dense" in r):
                 return r["ratio_to_dense"]
+    elif kind in ("natural_ratio", "natural_vs_suite"):
+        field = "ratio_to_twin" if kind == "natural_ratio" else "ratio_to_suite"
+        for r in results.get("natural", []):
+            if (r["shape"], r["row"]) == (target["shape"], target["row"]) and r.get(field) is not None:
+                return r[field]
     elif kind in ("ensemble_speedup", "ensemble_vs_one"):
         for e in results["ensemble"]:
             if ((e["shape"], e["method"], e["members"]) != (target["shape"], target["method"], target["members"])
@@ -558,7 +648,8 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
 
     Returns:
       A dictionary with ``meta``, ``device``, ``config``, ``shapes``, ``records``, ``mc``,
-      ``ensemble``, ``rl_update``, ``memory``, ``torch`` and ``targets``.
+      ``ensemble``, ``rl_update``, ``natural`` (the user-style rows), ``memory``, ``torch`` and
+      ``targets``.
     """
     started = datetime.datetime.now(datetime.timezone.utc)
     info = device_info()
@@ -568,7 +659,8 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
         s.name: (len(cfg.run_methods) + 2 + (torch_info["status"] == "ok")
                  + any(m in MC_METHODS for m in cfg.run_methods)
                  + (sum(m in cfg.run_methods for m in cfg.ensemble_methods)
-                    if s.name in cfg.ensemble_shapes else 0))
+                    if s.name in cfg.ensemble_shapes else 0)
+                 + bool(natural_rows(s, cfg, cfg.run_methods)))
         for s in shapes
     }
     n_rl = len(cfg.rl_members) * len(cfg.rl_widths) if cfg.rl_update else 0
@@ -592,6 +684,7 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
     peaks: list[dict[str, Any]] = []
     skipped: list[str] = []
     rl_records: list[dict[str, Any]] = []
+    natural_records: list[dict[str, Any]] = []
 
     def run_sac() -> None:
         if cfg.rl_update:
@@ -614,6 +707,7 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
             ensemble += out["ensemble"]
             torch_records += out["torch"]
             skipped += out["skipped"]
+            natural_records += out["natural"]
             peaks.append({"after_shape": shape.name, **memory.process_peak()})
         if index == 0:
             run_sac()
@@ -641,6 +735,7 @@ def run_suite(cfg: Config, *, stream: Any = sys.stderr) -> dict[str, Any]:
         "mc": mc,
         "ensemble": ensemble,
         "rl_update": rl_records,
+        "natural": natural_records,
         "memory": {"process_peaks": peaks},
         "torch": torch_result,
     }
