@@ -111,6 +111,9 @@ class Conv:
 
     def __call__(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
         k = _shape(kernel)
+        # parent=None: a free-standing module, applied functionally. Without it, a call from
+        # inside a running linen module (a layer's forward, bayesianize's interceptor) would
+        # make flax adopt the throw-away Conv as a child of that module.
         conv = nn.Conv(
             features=k[-1],
             kernel_size=k[:-2],
@@ -122,6 +125,7 @@ class Conv:
             use_bias=False,
             dtype=kernel.dtype,
             param_dtype=kernel.dtype,
+            parent=None,
         )
         return conv.apply({"params": {"kernel": kernel}}, x)
 

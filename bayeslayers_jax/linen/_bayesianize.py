@@ -30,7 +30,6 @@ import numpy as np
 import flax.linen as nn
 from flax import traverse_util
 from flax.core import meta
-from flax.linen.module import _context
 
 from bayeslayers_jax import _layer_core as core
 from bayeslayers_jax._layer_core import INIT_RHO
@@ -206,14 +205,9 @@ class Bayesianized(nn.Module):
                 key = mod.make_rng(self.rng_collection)
             elif not mod.is_initializing():
                 raise core.missing_key_error(layer_name, self.rng_collection)
-        # The convolution's affine map applies a throw-away nn.Conv: build it with no parent
-        # (flax would otherwise adopt it as a child of the current module, in the shared
-        # scope) and let the interceptor pass it through (see __call__).
-        _context.module_stack.append(None)
-        try:
-            return core.sample_forward(_FORWARDS[self.method], key, x, params, self.use_softplus, mod.dtype, op)
-        finally:
-            _context.module_stack.pop()
+        # The convolution's affine map applies a throw-away nn.Conv (built with parent=None by
+        # core._linear_map.Conv); the interceptor passes it through (see __call__).
+        return core.sample_forward(_FORWARDS[self.method], key, x, params, self.use_softplus, mod.dtype, op)
 
     @nn.compact
     def __call__(self, *args: Any, map: bool | None = None, **kwargs: Any) -> Any:
