@@ -45,8 +45,10 @@ from bayeslayers_jax.metrics import regression_nll as regression_nll
 from bayeslayers_jax.metrics import rmse as rmse
 from bayeslayers_jax.parallel import batch_mesh as batch_mesh
 from bayeslayers_jax.parallel import data_parallel_train_step as data_parallel_train_step
+from bayeslayers_jax.parallel import ensemble_mesh as ensemble_mesh
 from bayeslayers_jax.parallel import replicate as replicate
 from bayeslayers_jax.parallel import shard_batch as shard_batch
+from bayeslayers_jax.parallel import shard_ensemble as shard_ensemble
 from bayeslayers_jax.porting import port_objectrl_layer as port_objectrl_layer
 from bayeslayers_jax.porting import port_objectrl_mlp as port_objectrl_mlp
 from bayeslayers_jax.prediction import ClassPredictive as ClassPredictive
@@ -77,8 +79,10 @@ _workflow_all = [
     "rmse",
     "batch_mesh",
     "data_parallel_train_step",
+    "ensemble_mesh",
     "replicate",
     "shard_batch",
+    "shard_ensemble",
     "port_objectrl_layer",
     "port_objectrl_mlp",
     "ClassPredictive",

@@ -54,6 +54,8 @@ __all__ = [
     "replicate",
     "shard_batch",
     "data_parallel_train_step",
+    "ensemble_mesh",
+    "shard_ensemble",
 ]
 
 
@@ -202,4 +204,122 @@ def data_parallel_train_step(
         in_shardings=(replicated, replicated, sharded, replicated),
         out_shardings=(replicated, replicated, replicated),
         donate_argnums=(0, 1) if donate else (),
+    )
+
+
+def ensemble_mesh(
+    members: int,
+    batch: int = 1,
+    devices: Sequence[jax.Device] | None = None,
+    axis_names: tuple[str, str] = ("members", "batch"),
+) -> Mesh:
+    """A 2-D device mesh ``(members, batch)`` for an :class:`~bayeslayers_jax.Ensemble`.
+
+    The ensemble's member axis is split over the first mesh axis (:func:`shard_ensemble`),
+    the batch over the second (:func:`shard_batch` with ``axis_name='batch'``), or replicated
+    along it when ``batch`` is 1. The axes are ``Auto`` (XLA's partitioner propagates the
+    shardings), as for :func:`batch_mesh`.
+
+    Args:
+      members: devices along the member axis (must divide the ensemble's size).
+      batch: devices along the batch axis.
+      devices: the devices (default: the first ``members * batch`` of ``jax.devices()``).
+      axis_names: names of the two mesh axes.
+
+    Returns:
+      A :class:`jax.sharding.Mesh` of shape ``(members, batch)``.
+
+    Raises:
+      ValueError: if ``members`` or ``batch`` is not a positive int, or there are fewer
+        than ``members * batch`` devices.
+
+    Examples:
+      >>> from bayeslayers_jax import ensemble_mesh
+      >>> mesh = ensemble_mesh(1)
+      >>> mesh.axis_names, mesh.devices.shape
+      (('members', 'batch'), (1, 1))
+    """
+    for name, value in (("members", members), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) < members * batch:
+        raise ValueError(
+            f"devices: a ({members}, {batch}) mesh needs {members * batch} devices, got {len(devices)}"
+        )
+    grid = np.asarray(devices[: members * batch], dtype=object).reshape(members, batch)
+    return Mesh(grid, tuple(axis_names))
+
+
+def shard_ensemble(tree: Any, mesh: Mesh, member_axis: str = "members", size: int | None = None) -> Any:
+    """Splits an ensemble's stacked member axis over the mesh axis ``member_axis``.
+
+    The leaves of an :class:`~bayeslayers_jax.Ensemble`'s variables (linen) or state (NNX,
+    ``nnx.state(ensemble)``) all carry a leading member axis of length ``size``: they are
+    placed with ``NamedSharding(mesh, P(member_axis))``, so each device along that axis holds
+    ``size / mesh.shape[member_axis]`` whole members (replicated along the other mesh axes).
+    With ``size`` given, leaves without a leading axis of that length (an optimizer's step
+    count) are replicated instead, so ``(params, opt_state)`` can be passed at once.
+
+    No new training step is needed: ``jax.jit`` follows the shardings of its inputs, every
+    member's forward and backward pass runs on the devices holding it, and the outputs, the
+    gradients and the updated parameters come back sharded the same way (equal to the
+    unsharded ensemble to float rounding, ``tests/test_sharded_ensemble.py``).
+
+    Args:
+      tree: a pytree of arrays (ensemble variables, ``nnx.State``, optimizer state).
+      mesh: the device mesh (e.g. :func:`ensemble_mesh`).
+      member_axis: the mesh axis the members are split over.
+      size: the number of members; ``None``: every leaf must have the same leading length.
+
+    Returns:
+      ``tree`` with its leaves as sharded ``jax.Array`` s.
+
+    Raises:
+      ValueError: if ``member_axis`` is not an axis of ``mesh``, a leaf has no leading member
+        axis (``size=None``), or the member count is not divisible by the devices on the axis.
+
+    Examples:
+      Ten LR members split over the mesh's member axis (here one device), the batch replicated:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from bayeslayers_jax import BayesianMLP, Ensemble, ensemble_mesh, shard_ensemble
+      >>> ens = Ensemble(BayesianMLP((8, 1), layer_type='lr'), size=10)
+      >>> x = jnp.ones((4, 3))
+      >>> variables = ens.init(jax.random.key(0), x)
+      >>> mesh = ensemble_mesh(members=1)  # e.g. members=2, batch=2 on four devices
+      >>> variables = shard_ensemble(variables, mesh)
+      >>> variables['params']['layers_0']['weight_mu'].sharding.spec[0]
+      'members'
+      >>> y = jax.jit(ens.apply)(variables, x, rngs={'sample': jax.random.key(1)})
+      >>> y.shape
+      (10, 4, 1)
+    """
+    _axis(mesh, member_axis)
+    num = mesh.shape[member_axis]
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if size is None:
+        lengths = {np.shape(leaf)[0] if np.ndim(leaf) else None for _, leaf in leaves}
+        if len(lengths) > 1 or None in lengths:
+            path, leaf = next(
+                (p, lf) for p, lf in leaves
+                if not np.ndim(lf) or np.shape(lf)[0] != np.shape(leaves[0][1])[0]
+            )
+            raise ValueError(
+                f"tree leaf {jax.tree_util.keystr(path) or '(root)'} has shape {np.shape(leaf)}, "
+                f"not the leading member axis of the others; pass size= to replicate such leaves"
+            )
+        size = lengths.pop() if lengths else num
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if size % num != 0:
+        raise ValueError(
+            f"size: {size} members cannot be split evenly over the {num} devices of mesh axis "
+            f"{member_axis!r}"
+        )
+    split = NamedSharding(mesh, P(member_axis))
+    whole = NamedSharding(mesh, P())
+    return jax.tree.map(
+        lambda leaf: jax.device_put(leaf, split if np.ndim(leaf) and np.shape(leaf)[0] == size else whole),
+        tree,
     )
