@@ -95,13 +95,20 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: Any, mesh: Mesh, axis_name: str | None = None) -> Any:
+def shard_batch(
+    batch: Any, mesh: Mesh, axis_name: str | None = None, *, process_local: bool = False
+) -> Any:
     """Splits every leaf of ``batch`` along its first axis over the mesh axis ``axis_name``.
 
     Args:
-      batch: an array or a pytree of arrays (e.g. ``(x, y)``) sharing the batch size.
+      batch: an array or a pytree of arrays (e.g. ``(x, y)``) sharing the batch size: the
+        global batch, or with ``process_local`` this process's rows of it.
       mesh: the mesh (see :func:`batch_mesh`).
       axis_name: mesh axis to split over (default: the mesh's only axis).
+      process_local: ``batch`` holds only this process's rows (a mesh spanning several
+        processes, after ``jax.distributed.initialize``): the global array is assembled with
+        :func:`jax.make_array_from_process_local_data`, process ``i``'s rows being the
+        ``i``-th block of the global batch. With one process it is the same as ``False``.
 
     Returns:
       The batch as sharded ``jax.Array`` leaves.
@@ -124,6 +131,10 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str | None = None) -> Any:
     """
     axis_name = _axis(mesh, axis_name)
     num = mesh.shape[axis_name]
+    sharding = NamedSharding(mesh, P(axis_name))
+    if process_local:
+        # Each process feeds its own devices: the leaf's rows must split over them.
+        num = max(1, num * len(mesh.local_devices) // mesh.devices.size)
     for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
         shape = np.shape(leaf)
         if len(shape) == 0 or shape[0] % num != 0:
@@ -131,7 +142,9 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str | None = None) -> Any:
                 f"batch leaf {jax.tree_util.keystr(path) or '(root)'} has shape {shape}: its first "
                 f"(batch) axis must be divisible by the {num} devices of mesh axis {axis_name!r}"
             )
-    return jax.device_put(batch, NamedSharding(mesh, P(axis_name)))
+    if process_local:
+        return jax.tree.map(lambda leaf: jax.make_array_from_process_local_data(sharding, leaf), batch)
+    return jax.device_put(batch, sharding)
 
 
 def _axis(mesh: Mesh, axis_name: str | None) -> str:
