@@ -119,6 +119,20 @@ def test_smoke_run_writes_json_and_markdown(smoke_run):
     assert all((r["members"], r["width"]) == (2, 128) and r["losses_finite"] for r in sac.values())
     assert sac["dense"]["ratio_to_dense"] == 1.0
 
+    # The user-style rows (benchmarks/natural.py): every row once, timed in the train group,
+    # with the ratios to its Dense twin and to the suite's own step of the same method.
+    natural = {r["row"]: r for r in results["natural"]}
+    assert set(natural) == {"natural/dense", "natural/bbb", "natural/lr", "natural/clt",
+                            "propagate/clt", "bayesianize/lr"}
+    twin = natural["natural/dense"]["median_s"]
+    for row, r in natural.items():
+        assert r["shape"] == "rl" and r["final_loss_finite"] is True and r["compile_s"] > 0
+        assert math.isclose(r["ratio_to_twin"], r["median_s"] / twin, rel_tol=1e-12)
+        assert math.isclose(r["ratio_to_suite"],
+                            r["median_s"] / records[("rl", r["method"], "train")]["median_s"],
+                            rel_tol=1e-12)
+    assert natural["natural/dense"]["ratio_to_twin"] == 1.0
+
     torch = results["torch"]
     if _torch_ready():
         assert torch["status"] == "ok" and torch["omp_wait_policy"]
@@ -143,11 +157,54 @@ def test_smoke_run_writes_json_and_markdown(smoke_run):
 
     with open(out / md_name, encoding="utf-8") as fh:
         md = fh.read()
-    for heading in ("## RL critic (rl)", "## Targets", "## Monte Carlo predictive",
+    assert "| rl | `propagate/clt` |" in md
+    for heading in ("## RL critic (rl)", "## Targets", "## Monte Carlo predictive", "## Train steps written",
                     "## Ensembles", "## SAC update", "## Memory", "## PyTorch comparison"):
         assert heading in md
     for name in ("Dense", "MAP", "BBB", "LR", "CLT", "CLTDet"):
         assert f"| {name} |" in md
+
+
+def test_natural_rows_optimize_the_suites_objective():
+    """The deterministic-objective user-style rows (``natural/dense``, ``natural/clt``,
+    ``propagate/clt``) have exactly the suite's loss (``elbo_loss`` of ``BayesianMLP``,
+    ``gaussian_nll`` for Dense) on the same parameters and batch, so they time the same
+    objective; parameter trees are mapped by layer index (``propagate/clt`` gets the CLT
+    network's means and ``rho``). float32, three layers: rtol 1e-5. Each step runs and gives
+    a finite loss (the sampling rows are exercised by the smoke run)."""
+    import jax
+    import optax
+
+    from benchmarks import models, natural
+
+    shape = Shape("t", 16, (3, 8, 8, 1), 2, "test")
+    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
+        x = jax.random.normal(jax.random.key(0), (16, 3))
+        y = jax.random.normal(jax.random.key(1), (16, 1))
+        key = jax.random.PRNGKey(2)
+        tx = optax.adam(1e-3)
+        for row, method in (("natural/dense", "dense"), ("natural/clt", "clt"), ("propagate/clt", "clt")):
+            ns = natural.build_natural_step(row, shape, jax.random.PRNGKey(3), tx)
+            net = models.build_network(method, shape, jax.random.PRNGKey(4))
+            suite_params = net.params
+            layers = [suite_params[f"layers_{i}"] if method != "dense" else suite_params[f"Dense_{i}"]
+                      for i in range(3)]
+            if row == "natural/dense":
+                params = {f"Dense_{i}": layers[i] for i in range(3)}
+            elif row == "natural/clt":
+                params = {f"CLTLinear_{i}": layers[i] for i in range(3)}
+            else:
+                params = {"mu": {f"Dense_{i}": {"kernel": p["weight_mu"], "bias": p["bias_mu"]}
+                                 for i, p in enumerate(layers)},
+                          "rho": {f"Dense_{i}": {"kernel": p["weight_rho"], "bias": p["bias_rho"]}
+                                  for i, p in enumerate(layers)}}
+            ours = float(ns.loss(params, x, y, key))
+            suite = float(net.loss(suite_params, net.rest, x, y, key))
+            assert ours == pytest.approx(suite, rel=1e-5), row
+            _, _, _, loss = ns.step(*ns.state, x, y)
+            assert np.isfinite(float(loss)), row
+        with pytest.raises(ValueError, match="unknown natural row"):
+            natural.build_natural_step("natural/map", shape, key, tx)
 
 
 def test_flop_model_matches_hand_count():
