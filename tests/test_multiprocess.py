@@ -96,3 +96,18 @@ def test_two_processes_train_as_one(runs, layer_type):
         assert np.max(np.abs(p0[k] - p1[k])) <= 1e-12, k  # the replicas agree
     loss = float(single["loss_" + layer_type])
     assert abs(loss - float(p0["loss_" + layer_type])) <= 1e-12 * abs(loss)
+
+
+def test_process_local_batch_in_one_process_is_the_whole_batch():
+    # With one process its rows are the whole global batch: the same array as shard_batch's.
+    import jax.numpy as jnp
+
+    from bayeslayers_jax.parallel import batch_mesh, shard_batch
+
+    mesh = batch_mesh(jax.devices()[:1])
+    x = jnp.arange(6.0).reshape(3, 2)
+    got = shard_batch(x, mesh, process_local=True)
+    assert got.shape == (3, 2) and bool(jnp.all(got == x))
+    assert got.sharding.is_equivalent_to(shard_batch(x, mesh).sharding, 2)
+    with pytest.raises(ValueError, match="divisible"):
+        shard_batch(jnp.ones(()), mesh, process_local=True)
