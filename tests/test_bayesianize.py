@@ -263,8 +263,6 @@ def test_errors():
         bayesianize(MLP(), exclude="enc*").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="method"):
         bayesianize(MLP(), "mcmc")
-    with pytest.raises(NotImplementedError, match="propagate_moments"):
-        bayesianize(MLP(), "clt")
     with pytest.raises(ValueError, match="prior_std"):
         bayesianize(MLP(), prior_std=-1.0)
     pre = MLP(hidden=7).init(jax.random.key(0), x)

@@ -1,10 +1,12 @@
 """Make an existing ``flax.linen`` model Bayesian without editing its source.
 
 :func:`bayesianize` wraps a model in a :class:`Bayesianized` module that runs it under
-:func:`flax.linen.intercept_methods`: every selected ``nn.Dense`` (and unmasked ``nn.Conv``,
-with the convolution's affine map) call is replaced by the
-package's own Bayesian forward pass (:func:`~bayeslayers_jax._layer_core.bbb_forward`,
-``lr_forward`` or ``flipout_forward``; ``mean_forward`` in MAP mode), with its
+:func:`flax.linen.intercept_methods`: every selected ``nn.Dense`` (and ``nn.DenseGeneral``
+with a 2-D kernel, and unmasked ``nn.Conv``, with the convolution's affine map) call is
+replaced by the package's own Bayesian forward pass (:func:`~bayeslayers_jax._layer_core.bbb_forward`,
+``lr_forward`` or ``flipout_forward``; ``mean_forward`` in MAP mode and for ``'clt'``,
+whose moments come from :func:`~bayeslayers_jax.core.propagate_moments` of the whole
+model, in ``_bayesianize_clt``), with its
 parameters ``weight_mu``/``weight_rho``/``bias_mu``/``bias_rho``, its ``'prior'`` variables
 and its sown ``'kl'`` created *in the Dense's own scope*.
 
@@ -34,6 +36,7 @@ from flax.core import meta
 from bayeslayers_jax import _layer_core as core
 from bayeslayers_jax._layer_core import INIT_RHO
 from bayeslayers_jax.core._transforms import inv_softplus
+from bayeslayers_jax.linen._bayesianize_clt import clt_moments
 from bayeslayers_jax.linen._conv import conv_affine_map
 
 __all__ = ["bayesianize", "Bayesianized", "MOPED_DELTA"]
@@ -48,7 +51,7 @@ MOPED_DELTA = 0.1
 #: otherwise get ``std = 0``, ``rho = -inf`` and an infinite KL).
 MOPED_MIN_STD = 1e-8
 
-_METHODS = ("bbb", "lr", "flipout")
+_METHODS = ("bbb", "lr", "flipout", "clt")
 _FORWARDS = {"bbb": core.bbb_forward, "lr": core.lr_forward, "flipout": core.flipout_forward}
 
 
@@ -70,8 +73,24 @@ def _as_patterns(value: Any, name: str) -> tuple:
 
 
 def _convertible(module: nn.Module) -> bool:
-    """``nn.Dense`` and unmasked ``nn.Conv`` (exactly those types: a subclass may change the call)."""
-    return type(module) is nn.Dense or (type(module) is nn.Conv and module.mask is None)
+    """``nn.Dense``, ``nn.DenseGeneral`` and unmasked ``nn.Conv`` (exactly those types: a
+    subclass may change the call)."""
+    return type(module) in (nn.Dense, nn.DenseGeneral) or (type(module) is nn.Conv and module.mask is None)
+
+
+def _dense_general_features(mod: nn.DenseGeneral, x: Array) -> int:
+    """The ``features`` of a ``DenseGeneral`` with a 2-D kernel (``x @ K``), else ``ValueError``."""
+    features = mod.features if isinstance(mod.features, Sequence) else (mod.features,)
+    axis = mod.axis if isinstance(mod.axis, Sequence) else (mod.axis,)
+    batch_dims = mod.batch_dims if isinstance(mod.batch_dims, Sequence) else (mod.batch_dims,)
+    ndim = np.ndim(x)
+    if len(features) != 1 or len(axis) != 1 or axis[0] % max(ndim, 1) != ndim - 1 or batch_dims:
+        raise ValueError(
+            f"bayesianize converts an nn.DenseGeneral only with a 2-D kernel (one int `features`, "
+            f"axis=-1, no batch_dims); layer {mod.name!r} has features={mod.features!r}, "
+            f"axis={mod.axis!r}, batch_dims={mod.batch_dims!r}: exclude it (exclude={mod.name!r})"
+        )
+    return int(features[0])
 
 
 def _matches(pattern: Any, module: nn.Module, path: str) -> bool:
@@ -81,11 +100,11 @@ def _matches(pattern: Any, module: nn.Module, path: str) -> bool:
 
 
 class Bayesianized(nn.Module):
-    """A ``flax.linen`` model whose ``nn.Dense`` layers are Bayesian (see :func:`bayesianize`).
+    """A ``flax.linen`` model whose ``nn.Dense``/``nn.Conv`` layers are Bayesian (see :func:`bayesianize`).
 
     Attributes:
         model: the wrapped deterministic model.
-        method: ``'bbb'``, ``'lr'`` or ``'flipout'``.
+        method: ``'bbb'``, ``'lr'``, ``'flipout'`` or ``'clt'``.
         include, exclude: selection of the Dense layers (see :func:`bayesianize`).
         prior_mean, prior_std: the Gaussian prior of every converted weight and bias (scalars).
         init_std: initial posterior std (``None``: ``exp(INIT_RHO) ~ 0.01``).
@@ -112,11 +131,6 @@ class Bayesianized(nn.Module):
     rng_collection: str = "sample"
 
     def __post_init__(self) -> None:
-        if self.method == "clt":
-            raise NotImplementedError(
-                "bayesianize(method='clt') needs the moment-propagation transformation "
-                "bayeslayers_jax.core._propagate.propagate_moments, which is not available yet"
-            )
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         core.check_rng_collection(self.rng_collection)
@@ -173,7 +187,8 @@ class Bayesianized(nn.Module):
             )
             layer_name = f"bayesianized Conv {mod.name!r}"
         else:
-            shape, op, layer_name = (x.shape[-1], mod.features), core.DENSE, f"bayesianized Dense {mod.name!r}"
+            features = _dense_general_features(mod, x) if isinstance(mod, nn.DenseGeneral) else mod.features
+            shape, op, layer_name = (x.shape[-1], features), core.DENSE, f"bayesianized Dense {mod.name!r}"
             if mod.has_variable("params", "weight_mu"):
                 expected = mod.get_variable("params", "weight_mu").shape[0]
                 core.check_input_width(x.shape[-1], expected, "x", layer_name)
@@ -183,30 +198,33 @@ class Bayesianized(nn.Module):
                 return jnp.full(shape, INIT_RHO, dtype)
             return jnp.full(shape, _std_to_rho(jnp.asarray(self.init_std, dtype), self.use_softplus), dtype)
 
+        features = shape[-1]
         inits = {
             "weight_mu": (mod.kernel_init, shape),
             "weight_rho": (rho_init, shape),
-            "bias_mu": (mod.bias_init, (mod.features,)),
-            "bias_rho": (rho_init, (mod.features,)),
+            "bias_mu": (mod.bias_init, (features,)),
+            "bias_rho": (rho_init, (features,)),
         }
         params = {
             name: meta.unbox(mod.param(name, inits[name][0], inits[name][1], mod.param_dtype))
             for name in core.param_names(has_std=True, use_bias=mod.use_bias)
         }
-        priors = self._priors(mod, shape, mod.features)
+        priors = self._priors(mod, shape, features)
         if mod.is_mutable_collection("kl") and not mod.is_initializing():
             mod.sow(
                 "kl", "kl", core.layer_kl(params, priors, self.use_softplus),
                 init_fn=lambda: jnp.zeros((), mod.param_dtype), reduce_fn=lambda _, new: new,
             )
         key = None
-        if not map_:
+        if not map_ and self.method != "clt":
             if mod.has_rng(self.rng_collection):
                 key = mod.make_rng(self.rng_collection)
             elif not mod.is_initializing():
                 raise core.missing_key_error(layer_name, self.rng_collection)
         # The convolution's affine map applies a throw-away nn.Conv (built with parent=None by
         # core._linear_map.Conv); the interceptor passes it through (see __call__).
+        if key is None:  # MAP, and 'clt' (whose moments come from the whole model: __call__)
+            return core.mean_forward(x, params, mod.dtype, op)
         return core.sample_forward(_FORWARDS[self.method], key, x, params, self.use_softplus, mod.dtype, op)
 
     @nn.compact
@@ -218,7 +236,8 @@ class Bayesianized(nn.Module):
             map: MAP mode: the weight means only (no key needed).
 
         Returns:
-            The wrapped model's output (one sample of it unless ``map``).
+            The wrapped model's output (one sample of it unless ``map``); for ``'clt'`` the
+            pair ``(mean, var)`` of its moments (``var`` is ``None`` in MAP mode).
         """
         if map is not None and not isinstance(map, (bool, np.bool_)):
             raise TypeError(f"map must be a bool or None, got {map!r}")
@@ -226,6 +245,7 @@ class Bayesianized(nn.Module):
         root = tuple(self.scope.path)
         seen: list[str] = []
         converted: list[str] = []
+        paths: list[tuple[str, ...]] = []
         busy: list[bool] = []
 
         def interceptor(next_fun, f_args, f_kwargs, context):
@@ -237,6 +257,7 @@ class Bayesianized(nn.Module):
             if not self._selected(mod, path):
                 return next_fun(*f_args, **f_kwargs)
             converted.append(path)
+            paths.append(tuple(str(p) for p in mod.scope.path[len(root):]))
             busy.append(True)  # the forward's own throw-away nn.Conv passes through
             try:
                 return self._convert(mod, *f_args, map_=map_, **f_kwargs)
@@ -247,7 +268,13 @@ class Bayesianized(nn.Module):
             out = self.model(*args, **kwargs)
         if self.is_initializing():
             self._check_selection(seen, converted)
-        return out
+        if self.method != "clt":
+            return out
+        if map_:
+            return out, jax.tree_util.tree_map(lambda _: None, out)
+        # The pass above created the parameters and sowed the KL; its output (the means'
+        # forward pass) is unused here and removed by XLA under jit.
+        return clt_moments(self.model, self.variables, paths, self.use_softplus, args, kwargs)
 
     def _check_selection(self, seen: list[str], converted: list[str]) -> None:
         for field in ("include", "exclude"):
@@ -348,7 +375,9 @@ def bayesianize(
 ) -> Bayesianized:
     r"""Makes the ``nn.Dense``/``nn.Conv`` layers of a ``flax.linen`` model Bayesian (mean-field Gaussian).
 
-    Each selected Dense (or ``nn.Conv`` without ``mask``; exactly these types, since a
+    Each selected Dense (or ``nn.DenseGeneral`` with a 2-D kernel: one int ``features``,
+    ``axis=-1``, no ``batch_dims``; any other ``DenseGeneral`` raises ``ValueError`` naming
+    it, exclude it to keep it deterministic; or ``nn.Conv`` without ``mask``; exactly these types, since a
     subclass may change the call; ``precision`` and a custom ``dot_general`` or
     ``conv_general_dilated`` are not honoured) gets the parameters of the package's layers, in its own scope:
     ``weight_mu`` (initialized by the Dense's ``kernel_init``), ``weight_rho``,
@@ -367,6 +396,27 @@ def bayesianize(
     from ``make_rng(rng_collection)``; ``map=True`` at the call runs the means only. All other
     modules (BatchNorm, Dropout, ...) run unchanged. Parameter paths stay the model's.
 
+    =============  =============================  =============================================
+    method         layers                         call returns
+    =============  =============================  =============================================
+    ``'bbb'``      Dense, 2-D DenseGeneral, Conv  one sample (a weight draw per call)
+    ``'lr'``       Dense, 2-D DenseGeneral, Conv  one sample (local reparameterization)
+    ``'flipout'``  Dense, 2-D DenseGeneral, Conv  one sample (Flipout signs)
+    ``'clt'``      Dense, 2-D DenseGeneral, Conv  ``(mean, var)``, no key; MAP: ``(out, None)``
+    =============  =============================  =============================================
+
+    **'clt'** (sampling-free): the same parameters and KL, and the output is
+    :func:`~bayeslayers_jax.core.propagate_moments` of the wrapped model's own ``apply``
+    with the posterior means as ``kernel``/``bias`` and variances :math:`\sigma^2` (from
+    ``rho`` as above), every other variable deterministic: the mean-field Gaussian moments
+    (each intermediate re-matched to independent Gaussians; exact through the affine maps).
+    The model may use what ``propagate_moments`` supports (dense and convolution maps,
+    sums, reshapes, pooling, ReLU/GELU/SiLU/tanh/sigmoid/ELU/softplus/..., LayerNorm; its
+    docstring lists them); anything else raises ``NotImplementedError`` naming the
+    primitive. Its positional inputs are deterministic; stateful modules must run in
+    inference mode (BatchNorm with running averages, Dropout deterministic) and no
+    ``rngs`` reach the model.
+
     **MOPED** (``pretrained=variables`` of the deterministic model): ``init`` returns
     ``weight_mu``/``bias_mu`` equal to the pretrained kernels/biases, the initial std
     ``delta * |w|`` (``moped_delta``, default 0.1 as in the paper; floored at
@@ -376,8 +426,7 @@ def bayesianize(
 
     Args:
         model: a ``flax.linen`` model.
-        method: ``'bbb'``, ``'lr'`` or ``'flipout'`` (``'clt'`` raises
-            ``NotImplementedError``: it needs a moment-propagation transformation).
+        method: ``'bbb'``, ``'lr'``, ``'flipout'`` or ``'clt'`` (the table above).
         include: only Dense layers matching one of these: fnmatch patterns on the path
             relative to the model (``'Dense_0'``, ``'encoder/*'``) or on the layer name, or
             Module types. ``None``: every Dense.
@@ -390,7 +439,8 @@ def bayesianize(
         rng_collection: PRNG stream of the weight noise.
 
     Returns:
-        A :class:`Bayesianized` module (call as ``model.apply(v, x, rngs={'sample': k})``).
+        A :class:`Bayesianized` module (call as ``model.apply(v, x, rngs={'sample': k})``;
+        ``'clt'``: ``mean, var = model.apply(v, x)``).
 
     Raises:
         ValueError: an unsupported ``method``, no convertible Dense (at ``init``), an
@@ -401,7 +451,9 @@ def bayesianize(
         Blundell et al., "Weight Uncertainty in Neural Networks", ICML 2015. Kingma,
         Salimans and Welling, "Variational Dropout and the Local Reparameterization Trick",
         NeurIPS 2015. Krishnan, Subedar and Tickoo, "Specifying Weight Priors in Bayesian
-        Deep Neural Networks with Empirical Bayes", AAAI 2020 (MOPED).
+        Deep Neural Networks with Empirical Bayes", AAAI 2020 (MOPED). Wu et al.,
+        "Deterministic Variational Inference for Robust Bayesian Neural Networks", ICLR
+        2019 (moment propagation, ``'clt'``).
 
     Examples:
         >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -415,6 +467,10 @@ def bayesianize(
         >>> y = bnet.apply(v, x, rngs={'sample': jax.random.key(1)})
         >>> y.shape, bnet.apply(v, x, map=True).shape
         ((4, 1), (4, 1))
+        >>> bclt = bayesianize(net, 'clt')  # sampling-free: (mean, var), no key
+        >>> mean, var = bclt.apply(bclt.init(jax.random.key(0), x), x)
+        >>> mean.shape, bool(jnp.all(var > 0))
+        ((4, 1), True)
         >>> pre = net.init(jax.random.key(2), x)  # MOPED: start from a trained net
         >>> vm = bayesianize(net, pretrained=pre).init(jax.random.key(0), x)
         >>> bool(jnp.all(bayesianize(net, pretrained=pre).apply(vm, x, map=True) == net.apply(pre, x)))
