@@ -198,3 +198,27 @@ def test_dense_general_with_a_higher_rank_kernel_raises():
     # Excluding it is the remedy the message names; with nothing else to convert, that is an error too.
     with pytest.raises(ValueError, match="no nn.Dense"):
         bayesianize(WideGeneral(), "lr", exclude="wide").init(jax.random.key(0), jnp.ones((2, 3)))
+
+
+class SmallCNN(nn.Module):
+    """Strided conv, relu, max pool, Dense: the convolution's moments through propagate_moments."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = jax.nn.relu(nn.Conv(3, (3, 3), strides=2, param_dtype=F64)(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        return nn.Dense(2, param_dtype=F64)(x.reshape((x.shape[0], -1)))
+
+
+def test_cnn_equals_propagate_by_hand():
+    xi = jax.random.normal(jax.random.key(7), (2, 8, 8, 1), F64)
+    b = bayesianize(SmallCNN(), "clt")
+    v = _randomize(b.init(jax.random.key(0), xi), jax.random.key(8))
+    mean, var = jax.jit(b.apply)(v, xi)
+    p = v["params"]
+    means = {k: {"kernel": q["weight_mu"], "bias": q["bias_mu"]} for k, q in p.items()}
+    variances = {k: {"kernel": jnp.exp(2 * q["weight_rho"]), "bias": jnp.exp(2 * q["bias_rho"])} for k, q in p.items()}
+    hm, hv = propagate_moments(SmallCNN().apply)(({"params": means}, xi), ({"params": variances}, None))
+    np.testing.assert_allclose(mean, hm, rtol=1e-12, atol=1e3 * EPS)
+    np.testing.assert_allclose(var, hv, rtol=1e-12, atol=1e3 * EPS)
+    assert float(jnp.min(var)) > 0
