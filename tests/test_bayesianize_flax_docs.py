@@ -108,14 +108,11 @@ def test_flax_docs_cnn_bayesianized(setup, method):
 
 
 def test_flax_docs_cnn_bayesianized_clt(setup):
-    """'clt' (moment propagation) only once ``bayesianize`` implements it."""
+    """'clt' (moment propagation): MAP mean = the original, (mean, var) finite, var > 0."""
     model, x, variables, ref = setup
-    try:
-        bnn, bvars = _bayesianized(model, "clt", variables, x)
-    except NotImplementedError as err:
-        pytest.skip(f"bayesianize(method='clt') is not implemented yet: {err}")
-    out_map = bnn.apply(bvars, x, map=True)
-    mean_map = out_map[0] if isinstance(out_map, tuple) else out_map
+    bnn, bvars = _bayesianized(model, "clt", variables, x)
+    mean_map, var_map = bnn.apply(bvars, x, map=True)  # MAP: (out, None), as BayesianMLP's CLT
+    assert var_map is None
     np.testing.assert_allclose(mean_map, ref, rtol=0, atol=MAP_RTOL * float(jnp.max(jnp.abs(ref))))
     out, state = bnn.apply(bvars, x, mutable=["kl"])
     assert isinstance(out, tuple) and len(out) == 2  # CLT returns (mean, var)
