@@ -19,7 +19,7 @@ from flax import traverse_util
 from flax.core import meta
 
 from bayeslayers_jax import _layer_core as core
-from bayeslayers_jax.core._propagate import propagate_moments
+from bayeslayers_jax.core import propagate_moments
 
 __all__ = ["clt_moments"]
 
