@@ -34,8 +34,10 @@ from flax import traverse_util
 from flax.core import meta
 
 from bayeslayers_jax import _layer_core as core
-from bayeslayers_jax._layer_core import INIT_RHO
-from bayeslayers_jax.core._transforms import inv_softplus
+from bayeslayers_jax._bayesianize_rules import MOPED_DELTA, check_options, moped_std, rho_initializer
+from bayeslayers_jax._bayesianize_rules import MOPED_MIN_STD as MOPED_MIN_STD
+from bayeslayers_jax._bayesianize_rules import as_patterns as _as_patterns
+from bayeslayers_jax._bayesianize_rules import std_to_rho as _std_to_rho
 from bayeslayers_jax.linen._bayesianize_clt import clt_moments
 from bayeslayers_jax.linen._conv import conv_affine_map
 
@@ -43,33 +45,7 @@ __all__ = ["bayesianize", "Bayesianized", "MOPED_DELTA"]
 
 Array = jax.Array
 
-#: MOPED's default ``delta`` (initial posterior std ``delta * |w|``): the value Krishnan et
-#: al. (2020) use in their experiments.
-MOPED_DELTA = 0.1
-
-#: Smallest initial std of a MOPED posterior (a pretrained weight of exactly 0 would
-#: otherwise get ``std = 0``, ``rho = -inf`` and an infinite KL).
-MOPED_MIN_STD = 1e-8
-
-_METHODS = ("bbb", "lr", "flipout", "clt")
 _FORWARDS = {"bbb": core.bbb_forward, "lr": core.lr_forward, "flipout": core.flipout_forward}
-
-
-def _std_to_rho(std: Any, use_softplus: bool) -> Any:
-    """The ``rho`` of a std: ``log(std)``, or ``inv_softplus(std)`` with ``use_softplus``."""
-    return inv_softplus(std) if use_softplus else jnp.log(std)
-
-
-def _as_patterns(value: Any, name: str) -> tuple:
-    if value is None:
-        return ()
-    if isinstance(value, (str, type)):
-        value = (value,)
-    value = tuple(value)
-    for v in value:
-        if not isinstance(v, (str, type)):
-            raise TypeError(f"{name} entries must be str patterns or Module types, got {v!r}")
-    return value
 
 
 def _convertible(module: nn.Module) -> bool:
@@ -131,18 +107,12 @@ class Bayesianized(nn.Module):
     rng_collection: str = "sample"
 
     def __post_init__(self) -> None:
-        if self.method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         core.check_rng_collection(self.rng_collection)
-        core.check_prior_value("prior_mean", self.prior_mean)
-        core.check_prior_value("prior_std", self.prior_std)
-        if self.init_std is not None:
-            core.check_prior_value("init_std", self.init_std)
-        core.check_prior_value("moped_delta", self.moped_delta, "moped_delta")
-        if self.moped_prior_std is not None:
-            core.check_prior_value("moped_prior_std", self.moped_prior_std)
-        _as_patterns(self.include, "include")
-        _as_patterns(self.exclude, "exclude")
+        check_options(
+            method=self.method, prior_mean=self.prior_mean, prior_std=self.prior_std, init_std=self.init_std,
+            moped_delta=self.moped_delta, moped_prior_std=self.moped_prior_std, include=self.include,
+            exclude=self.exclude,
+        )
         super().__post_init__()
 
     def setup(self) -> None:
@@ -193,10 +163,7 @@ class Bayesianized(nn.Module):
                 expected = mod.get_variable("params", "weight_mu").shape[0]
                 core.check_input_width(x.shape[-1], expected, "x", layer_name)
 
-        def rho_init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
-            if self.init_std is None:
-                return jnp.full(shape, INIT_RHO, dtype)
-            return jnp.full(shape, _std_to_rho(jnp.asarray(self.init_std, dtype), self.use_softplus), dtype)
+        rho_init = rho_initializer(self.init_std, self.use_softplus)
 
         features = shape[-1]
         inits = {
@@ -339,7 +306,7 @@ def _moped(variables: Any, pretrained: Any, *, delta: float, prior: bool, prior_
         used.add(src)
         dtype = jnp.asarray(value).dtype
         w = w.astype(dtype)
-        std = jnp.maximum(delta * jnp.abs(w), jnp.asarray(MOPED_MIN_STD, dtype))
+        std = moped_std(w, delta)
         if col == "params" and path in layers and name in core.PARAM_NAMES:
             out[key] = w if name.endswith("_mu") else _std_to_rho(std, use_softplus).astype(dtype)
         elif col == "prior" and path in layers:
