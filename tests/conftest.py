@@ -9,6 +9,8 @@ docstring examples and the README blocks run under JAX's defaults instead (see t
 ``conftest.py`` at the repository root).
 """
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -59,5 +61,31 @@ def run_with_progress():
                     t.join()
         return subprocess.CompletedProcess(args, proc.returncode, "".join(captured["stdout"]),
                                            "".join(captured["stderr"]))
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_on_cpu_devices():
+    """``run(script, n_devices=4, timeout=300) -> dict``: ``script`` in a fresh Python process
+    with ``n_devices`` simulated CPU devices (``--xla_force_host_platform_device_count``),
+    warnings as errors; returns the JSON its last line ``RESULT{...}`` prints.
+
+    A fresh process because the device count is fixed when JAX starts; the script imports
+    the package from this checkout.
+    """
+
+    def run(script, n_devices=4, timeout=300):
+        env = dict(os.environ)
+        flag = f"--xla_force_host_platform_device_count={n_devices}"
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+        env["JAX_PLATFORMS"] = "cpu"
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+        proc = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True,
+                              text=True, env=env, timeout=timeout, cwd=repo)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+        return json.loads(line[len("RESULT"):])
 
     return run

@@ -9,10 +9,6 @@ used, 1e-9 absolute (losses 1e-12 relative). A different weight or noise draw pe
 (the bug this would catch) changes them by ~1e-3 or more.
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -71,19 +67,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def sharded_results():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", SCRIPT], capture_output=True, text=True, env=env,
-        timeout=300, cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+def sharded_results(run_on_cpu_devices):
+    return run_on_cpu_devices(SCRIPT, n_devices=4)
 
 
 @pytest.mark.slow  # a fresh subprocess with 4 simulated devices: about 20 s of CPU

@@ -11,10 +11,6 @@ this would catch) differs by O(1). The LR noise is drawn with the same key eithe
 (``jax_threefry_partitionable``: a sharded draw has the unsharded values).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -108,19 +104,8 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def results():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", SCRIPT], capture_output=True, text=True, env=env,
-        timeout=300, cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+def results(run_on_cpu_devices):
+    return run_on_cpu_devices(SCRIPT, n_devices=4)
 
 
 @pytest.mark.slow  # a fresh subprocess with 4 simulated devices
