@@ -51,6 +51,9 @@ to another stream.
 them back; the NNX state paths are the linen ones (a ``BayesianMLP``'s layers are the
 attributes ``layers_0, layers_1, ...``).
 
+**Your own model**: :func:`bayesianize` returns a copy of an NNX model whose ``nnx.Linear``
+and ``nnx.Conv`` layers are this module's Bayesian layers (MOPED from its kernels included).
+
 **Training** with ``nnx.Optimizer`` / ``nnx.jit`` / ``nnx.value_and_grad``:
 :func:`elbo_loss` is :func:`bayeslayers_jax.elbo_loss` for NNX models (the same likelihoods
 and normalization, through :func:`~bayeslayers_jax.elbo_from_outputs`).
@@ -93,6 +96,8 @@ from bayeslayers_jax.nnx._ensemble import total_kl as total_kl
 from bayeslayers_jax.nnx._objectives import elbo_loss as elbo_loss
 from bayeslayers_jax.nnx._interop import from_linen as from_linen
 from bayeslayers_jax.nnx._interop import to_linen as to_linen
+from bayeslayers_jax.nnx._bayesianize import MomentPropagated as MomentPropagated
+from bayeslayers_jax.nnx._bayesianize import bayesianize as bayesianize
 
 __all__ = [
     "FlipoutLinear",
@@ -115,4 +120,6 @@ __all__ = [
     "elbo_loss",
     "from_linen",
     "to_linen",
+    "bayesianize",
+    "MomentPropagated",
 ]
