@@ -32,6 +32,7 @@ from bayeslayers_jax.linen import __all__ as _linen_all
 # workflows
 from bayeslayers_jax.metrics import accuracy as accuracy
 from bayeslayers_jax.metrics import auroc as auroc
+from bayeslayers_jax.metrics import entropy_ood_auroc as entropy_ood_auroc
 from bayeslayers_jax.metrics import brier_score as brier_score
 from bayeslayers_jax.metrics import calibration_error as calibration_error
 from bayeslayers_jax.metrics import categorical_nll as categorical_nll
@@ -66,6 +67,7 @@ __version__ = "0.2.0"
 _workflow_all = [
     "accuracy",
     "auroc",
+    "entropy_ood_auroc",
     "brier_score",
     "calibration_error",
     "categorical_nll",

@@ -43,6 +43,7 @@ __all__ = [
     "predictive_entropy",
     "mutual_information",
     "auroc",
+    "entropy_ood_auroc",
 ]
 
 
@@ -512,3 +513,34 @@ def auroc(scores, is_positive):
     n_neg = scores.shape[0] - n_pos
     rank_sum = jnp.sum(jnp.where(positive, ranks, 0))
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def entropy_ood_auroc(probs, probs_ood):
+    r"""Out-of-distribution detection by predictive entropy: :func:`auroc` with OOD positive.
+
+    The score is :func:`predictive_entropy` of each example's predictive probabilities; the
+    in-distribution examples (``probs``) are the negatives, the OOD ones (``probs_ood``) the
+    positives: 1 when every OOD example is more uncertain than every in-distribution one.
+
+    Args:
+      probs: ``(N, K)`` predictive probabilities of in-distribution inputs.
+      probs_ood: ``(M, K)`` predictive probabilities of OOD inputs.
+
+    Returns:
+      A scalar in ``[0, 1]`` (0.5 is chance).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> sure, unsure = jnp.array([[0.9, 0.1]]), jnp.array([[0.5, 0.5]])
+      >>> print(float(entropy_ood_auroc(sure, unsure)))
+      1.0
+    """
+    probs, probs_ood = jnp.asarray(probs), jnp.asarray(probs_ood)
+    if probs.ndim != 2 or probs_ood.ndim != 2 or probs.shape[1] != probs_ood.shape[1]:
+        raise ValueError(
+            "probs and probs_ood must be (N, K) and (M, K) with one K, got "
+            f"probs.shape={probs.shape}, probs_ood.shape={probs_ood.shape}"
+        )
+    entropy = jnp.concatenate([predictive_entropy(probs), predictive_entropy(probs_ood)])
+    is_ood = jnp.concatenate([jnp.zeros(probs.shape[0], bool), jnp.ones(probs_ood.shape[0], bool)])
+    return auroc(entropy, is_ood)

@@ -150,13 +150,11 @@ def evaluate(model, variables, data, key) -> dict[str, float]:
     probs = probabilities(model, variables, data["x_test"], k_in)
     probs_ood = probabilities(model, variables, data["x_ood"], k_out)
     labels = jnp.asarray(data["y_test"])
-    entropy = jnp.concatenate([bl.predictive_entropy(probs), bl.predictive_entropy(probs_ood)])
-    is_ood = jnp.concatenate([jnp.zeros(len(probs), bool), jnp.ones(len(probs_ood), bool)])
     return dict(
         accuracy=float(bl.accuracy(probs, labels)),
         nll=float(bl.categorical_nll(probs, labels)),
         ece=float(bl.expected_calibration_error(probs, labels)),
-        ood_auroc=float(bl.auroc(entropy, is_ood)),
+        ood_auroc=float(bl.entropy_ood_auroc(probs, probs_ood)),
     )
 
 

@@ -105,13 +105,11 @@ def train_deterministic(data, *, steps: int, batch: int, lr: float, seed: int) -
 def scores(probs: jax.Array, probs_ood: jax.Array, labels: np.ndarray) -> dict[str, float]:
     """Accuracy, NLL and ECE on digits 0-4; AUROC of the predictive entropy for 5-9 vs 0-4."""
     labels = jnp.asarray(labels)
-    entropy = jnp.concatenate([bl.predictive_entropy(probs), bl.predictive_entropy(probs_ood)])
-    is_ood = jnp.concatenate([jnp.zeros(len(probs), bool), jnp.ones(len(probs_ood), bool)])
     return dict(
         accuracy=float(bl.accuracy(probs, labels)),
         nll=float(bl.categorical_nll(probs, labels)),
         ece=float(bl.expected_calibration_error(probs, labels)),
-        ood_auroc=float(bl.auroc(entropy, is_ood)),
+        ood_auroc=float(bl.entropy_ood_auroc(probs, probs_ood)),
     )
 
 

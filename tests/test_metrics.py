@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from bayeslayers_jax.metrics import (
+    entropy_ood_auroc,
     accuracy,
     auroc,
     brier_score,
@@ -238,3 +239,17 @@ def test_mixture_categorical_nll_by_hand():
     with pytest.raises(ValueError, match="labels"):
         mixture_categorical_nll(jnp.asarray(probs), jnp.asarray(labels) + 5)
     assert np.isnan(jax.jit(mixture_categorical_nll)(jnp.asarray(probs), jnp.asarray(labels) + 5))
+
+
+def test_entropy_ood_auroc_equals_sklearn_on_numpy_entropies():
+    rng = np.random.default_rng(0)
+    logits_in = rng.normal(size=(40, 5)) * 3.0  # confident
+    logits_ood = rng.normal(size=(30, 5))  # less so, overlapping
+    p_in = np.exp(logits_in) / np.exp(logits_in).sum(1, keepdims=True)
+    p_ood = np.exp(logits_ood) / np.exp(logits_ood).sum(1, keepdims=True)
+    entropy = lambda p: -np.sum(p * np.log(p), axis=1)  # noqa: E731
+    expected = roc_auc_score(np.r_[np.zeros(40), np.ones(30)], np.r_[entropy(p_in), entropy(p_ood)])
+    assert 0.6 < expected < 1.0  # a non-trivial case
+    assert float(entropy_ood_auroc(jnp.asarray(p_in), jnp.asarray(p_ood))) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="probs_ood"):
+        entropy_ood_auroc(jnp.asarray(p_in), jnp.asarray(p_ood[:, :4]))
