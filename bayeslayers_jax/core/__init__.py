@@ -31,6 +31,7 @@ from bayeslayers_jax.core._structure_norm import layer_norm_moments as layer_nor
 from bayeslayers_jax.core._structure_norm import dropout_moments as dropout_moments
 from bayeslayers_jax.core._clt import clt_conv_moments as clt_conv_moments
 from bayeslayers_jax.core._clt import clt_linear_moments as clt_linear_moments
+from bayeslayers_jax.core._clt_pallas import clt_dense_relu_fused as clt_dense_relu_fused
 from bayeslayers_jax.core._gaussian import normal_cdf as normal_cdf
 from bayeslayers_jax.core._gaussian import normal_pdf as normal_pdf
 from bayeslayers_jax.core._kl import kl_normal as kl_normal
@@ -64,6 +65,7 @@ __all__ = [
     "crelu_moments",
     "clt_linear_moments",
     "clt_conv_moments",
+    "clt_dense_relu_fused",
     "sample_weights",
     "local_reparameterization",
     "local_reparameterization_conv",
