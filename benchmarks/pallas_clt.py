@@ -31,7 +31,7 @@ import numpy as np
 from benchmarks.timing import compile_jitted, time_interleaved
 from bayeslayers_jax import clt_dense_relu_fused, clt_linear_moments, relu_moments, safe_sqrt
 
-__all__ = ["SHAPES", "SMOKE_SHAPES", "CONFIGS", "SKIP_REASON", "run", "main"]
+__all__ = ["SHAPES", "SMOKE_SHAPES", "CONFIGS", "SKIP_REASON", "run", "markdown", "main"]
 
 #: ``(batch, in_features, features)``: the RL layer, a wide layer, a large one.
 SHAPES: tuple[tuple[int, int, int], ...] = ((256, 256, 256), (1024, 1024, 1024), (4096, 2048, 2048))
@@ -64,7 +64,7 @@ def _inputs(batch: int, k: int, n: int, seed: int = 0) -> tuple[jax.Array, ...]:
 
 
 def run(
-    shapes=SHAPES, *, budget_s: float = 1.0, interpret: bool = False, configs=CONFIGS
+    shapes=SHAPES, *, budget_s: float = 0.5, interpret: bool = False, configs=CONFIGS, progress=None
 ) -> dict[str, Any]:
     """Times fused against XLA for every shape and tile configuration.
 
@@ -73,6 +73,8 @@ def run(
       budget_s: timing budget per (shape, configuration).
       interpret: run the kernel in interpret mode (``--smoke`` only: not a measurement).
       configs: ``(block_b, block_n, block_k)`` triples.
+      progress: called with each row as soon as it is measured (the command line prints it,
+        so a run killed by its time limit still shows what it measured).
 
     Returns:
       ``{'device': ..., 'interpret': ..., 'rows': [...]}``, one row per shape and
@@ -101,44 +103,53 @@ def run(
                 "max_abs_diff_mean": float(jnp.max(jnp.abs(out[0] - ref[0]))),
                 "max_abs_diff_var": float(jnp.max(jnp.abs(out[1] - ref[1]))),
             })
+            if progress is not None:
+                progress(rows[-1])
     return {"device": str(jax.devices()[0]), "interpret": interpret, "rows": rows}
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The rows as a Markdown table."""
-    lines = [
-        f"## Fused Pallas CLT + ReLU vs XLA (forward, float32, {results['device']}"
-        f"{', interpret mode: not a measurement' if results['interpret'] else ''})",
+def _header(device: str, interpret: bool) -> str:
+    return "\n".join([
+        f"## Fused Pallas CLT + ReLU vs XLA (forward, float32, {device}"
+        f"{', interpret mode: not a measurement' if interpret else ''})",
         "",
         "| batch x in x out | blocks (b, n, k) | fused ms | XLA ms | fused / XLA | max diff mean, var |",
         "|---|---|---|---|---|---|",
-    ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {'x'.join(map(str, r['shape']))} | {tuple(r['blocks'])} | {1e3 * r['fused_s']:.3f} | "
-            f"{1e3 * r['xla_s']:.3f} | {r['fused_over_xla']:.2f} | "
-            f"{r['max_abs_diff_mean']:.1e}, {r['max_abs_diff_var']:.1e} |"
-        )
-    return "\n".join(lines)
+    ])
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"| {'x'.join(map(str, r['shape']))} | {tuple(r['blocks'])} | {1e3 * r['fused_s']:.3f} | "
+        f"{1e3 * r['xla_s']:.3f} | {r['fused_over_xla']:.2f} | "
+        f"{r['max_abs_diff_mean']:.1e}, {r['max_abs_diff_var']:.1e} |"
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The rows of :func:`run` as a Markdown table."""
+    return "\n".join([_header(results["device"], results["interpret"]), *map(_line, results["rows"])])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line; returns the exit status (0 also when skipped off GPU)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pallas_clt", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes in interpret mode (not a measurement)")
-    parser.add_argument("--budget-s", type=float, default=1.0, help="timing budget per shape and tiling")
+    parser.add_argument("--budget-s", type=float, default=0.5, help="timing budget per shape and tiling")
     parser.add_argument("--out", default=None, help="directory for pallas_clt.json (default: none)")
     args = parser.parse_args(argv)
     backend = jax.default_backend()
-    if args.smoke:
-        results = run(SMOKE_SHAPES, budget_s=0.0, interpret=True, configs=((2, 2, 4),))
-    elif backend != "gpu":
-        print(SKIP_REASON.format(backend=backend))
-        results = {"device": str(jax.devices()[0]), "skipped": SKIP_REASON.format(backend=backend), "rows": []}
+    if not args.smoke and backend != "gpu":
+        reason = SKIP_REASON.format(backend=backend)
+        print(reason)
+        results = {"device": str(jax.devices()[0]), "skipped": reason, "rows": []}
     else:
-        results = run(budget_s=args.budget_s)
-    if results["rows"]:
-        print(markdown(results))
+        print(_header(str(jax.devices()[0]), args.smoke), flush=True)
+        show = lambda row: print(_line(row), flush=True)  # noqa: E731
+        if args.smoke:
+            results = run(SMOKE_SHAPES, budget_s=0.0, interpret=True, configs=((2, 2, 4),), progress=show)
+        else:
+            results = run(budget_s=args.budget_s, progress=show)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "pallas_clt.json"), "w") as f:

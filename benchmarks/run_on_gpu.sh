@@ -11,9 +11,14 @@
 # step / ObjectRL eager <= 1/12 and / ObjectRL + torch.compile <= 1/4; the train step of 10
 # vmapped CLT networks <= 2.5x one network's), the PyTorch table and the ensemble table.
 #
+# First, `python -m benchmarks.pallas_clt` times the fused Pallas CLT + ReLU kernel against
+# the XLA path (forward, float32; `pallas_clt.json` and `pallas_clt.log`), killed after
+# BENCH_PALLAS_TIMEOUT_S seconds (default 60; 0 skips it); its failure does not stop the suite.
+#
 # Bounds: the suite skips (and reports as skipped) any unit of work that would start after
-# BENCH_SOFT_MINUTES (default 7); the whole run is killed after BENCH_TIMEOUT_S seconds
-# (default 570), so the console log always comes back. Extra options override the preset
+# BENCH_SOFT_MINUTES (default 7); the suite is killed after BENCH_TIMEOUT_S seconds
+# (default 570 minus the Pallas step's bound, so both fit 10 minutes), so the console log
+# always comes back. Extra options override the preset
 # (e.g. `--shapes rl` or `--max-minutes 5`).
 #
 # Needs jax with CUDA, flax, optax and chex importable; torch (CUDA build) and objectrl for
@@ -32,7 +37,8 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
 out_dir="${OUT:-benchmarks/results}"
 mkdir -p "${out_dir}"
 soft_minutes="${BENCH_SOFT_MINUTES:-7}"
-timeout_s="${BENCH_TIMEOUT_S:-570}"
+pallas_timeout_s="${BENCH_PALLAS_TIMEOUT_S:-60}"
+timeout_s="${BENCH_TIMEOUT_S:-$((570 - pallas_timeout_s))}"
 
 python - <<'PY'
 import jax
@@ -42,6 +48,15 @@ if devices[0].platform != "gpu":
 print("JAX devices:", devices)
 PY
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+
+if [ "${pallas_timeout_s}" -gt 0 ]; then
+    pallas_status=0
+    timeout --kill-after=10 "${pallas_timeout_s}" python -m benchmarks.pallas_clt --out "${out_dir}" \
+        2>&1 | tee "${out_dir}/pallas_clt.log" || pallas_status=$?
+    if [ "${pallas_status}" -ne 0 ]; then
+        echo "run_on_gpu.sh: benchmarks.pallas_clt exited with ${pallas_status} (see ${out_dir}/pallas_clt.log); running the suite" >&2
+    fi
+fi
 
 status=0
 timeout --kill-after=20 "${timeout_s}" \

@@ -20,9 +20,12 @@ the saved inputs: training works, and the gradients are the reference's exactly,
 backward pass is not fused.
 
 Backends: compiled (Triton) on GPU; everywhere else the kernel runs in Pallas interpret mode,
-which is for correctness only (it is much slower than the XLA path). Float32 and float64 run
-in interpret mode; compiled, float32 only (the float64 ReLU tails use ``erfc``, which this
-jax's Triton lowering has no rule for).
+which is for correctness only: it is an XLA loop over the grid of tiles, with nothing gained
+from the fusion (measured 1.4x the XLA path's time for a 256 x 256 x 256 layer on a shared
+2-core CPU, ``python -m benchmarks.pallas_clt --smoke`` runs the same comparison on a tiny
+shape). Float32 and float64 run in interpret mode; compiled, float32 only (the float64 ReLU
+tails use ``erfc``, which this jax's Triton lowering has no rule for). The GPU timing is in
+``benchmarks/pallas_clt.py``; no GPU has run it yet.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def clt_dense_relu_fused(
     computed by one kernel (see :mod:`bayeslayers_jax.core._clt_pallas`). The kernel is forward
     only; gradients (a :func:`jax.custom_vjp`) are the VJP of that reference XLA path,
     recomputed in the backward pass. Compiled on GPU (float32); elsewhere Pallas interpret
-    mode, which is for correctness checks only, far slower than the XLA path.
+    mode, which is for correctness checks only (no faster than the XLA path).
 
     Args:
       x_mean: input means ``(..., in_features)``.
