@@ -2,6 +2,8 @@
 
 The reference is the public composition a CLT hidden layer runs (``clt_forward`` with
 ``act='relu'``): :func:`clt_linear_moments`, then :func:`relu_moments` of ``safe_sqrt(var)``.
+One test compares with a :class:`CLTLinear` hidden layer's ``apply`` itself, one with ``vmap``
+over an ensemble axis of weights.
 
 Tolerance (derived, not tuned). The kernel sums the input width in another order (chunks of
 ``block_k``, the bias added first), so the pre-activation moments differ from the reference's
@@ -225,3 +227,30 @@ def test_benchmark_skips_off_gpu_and_its_smoke_path_runs(capsys):
     (row,) = results["rows"]
     # the smoke path checks the kernel against XLA with this file's bound
     assert row["max_abs_diff_mean"] <= 1e-5 and row["fused_s"] > 0 and row["xla_s"] > 0
+
+
+def test_equals_a_clt_linear_hidden_layer():
+    from bayeslayers_jax import rho_to_std
+    from bayeslayers_jax.linen import CLTLinear
+
+    x_mean, x_var, *_ = _inputs(jax.random.key(8), (5,), 7, 3, jnp.float64)
+    layer = CLTLinear(features=3, param_dtype=jnp.float64)  # hidden layer, act='relu'
+    variables = jax.jit(layer.init)(jax.random.key(9), x_mean, x_var)
+    p = variables["params"]
+    want = jax.jit(layer.apply)(variables, x_mean, x_var)
+    args = (x_mean, x_var, p["weight_mu"], rho_to_std(p["weight_rho"]) ** 2,
+            p["bias_mu"], rho_to_std(p["bias_rho"]) ** 2)
+    mean, var = fused(*args, **BLOCKS)
+    tol_mean, tol_var = _tolerance(*args, *want)
+    assert np.all(np.abs(mean - want[0]) <= tol_mean) and np.all(np.abs(var - want[1]) <= tol_var)
+
+
+def test_vmap_over_an_ensemble_axis_of_weights():
+    # what an Ensemble (nn.vmap) does: one batched kernel, equal to each member's own call
+    members = [_inputs(jax.random.key(10 + m), (5,), 7, 3, jnp.float64) for m in range(2)]
+    stacked = [jnp.stack(a) for a in zip(*members)]
+    mean, var = jax.jit(jax.vmap(functools.partial(clt_dense_relu_fused, **BLOCKS)))(*stacked)
+    for m, args in enumerate(members):
+        ref_mean, ref_var = unfused(*args)
+        tol_mean, tol_var = _tolerance(*args, ref_mean, ref_var)
+        assert np.all(np.abs(mean[m] - ref_mean) <= tol_mean) and np.all(np.abs(var[m] - ref_var) <= tol_var)
