@@ -10,6 +10,8 @@ Modules, one concept each:
 * :mod:`benchmarks.torch_compare`: the optional PyTorch implementation (imported lazily).
 * :mod:`benchmarks.suite`: the run itself and the performance targets.
 * :mod:`benchmarks.report`: Markdown and JSON output.
+* :mod:`benchmarks.pallas_clt`: the fused Pallas CLT + ReLU kernel against the XLA path
+  (``python -m benchmarks.pallas_clt``, GPU only; run first by ``run_on_gpu.sh``).
 * :mod:`benchmarks.uq`: the real-data uncertainty benchmark (``python -m benchmarks uq``), with
   its hand-written MC dropout baseline in :mod:`benchmarks.uq_baselines`.
 """
