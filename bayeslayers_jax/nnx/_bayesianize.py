@@ -52,13 +52,19 @@ _DEFAULTS = {
 _PLAIN_METADATA = set(nnx.Param(jnp.zeros(())).get_metadata())
 
 
+def _short(value: Any) -> str:
+    if hasattr(value, "shape"):
+        return f"<array of shape {tuple(value.shape)}>"
+    return getattr(value, "__qualname__", None) or repr(value)
+
+
 def _check_layer(node: nnx.Module, path: str) -> None:
     """``ValueError`` naming the layer for an option the package's layers cannot honour."""
     name = f"{type(node).__name__} {path!r}"
     for option, default in _DEFAULTS.items():
         if hasattr(node, option) and getattr(node, option) is not default:
             raise ValueError(
-                f"bayesianize cannot honour {option}={getattr(node, option)!r} of the {name} (the package's "
+                f"bayesianize cannot honour {option}={_short(getattr(node, option))} of the {name} (the package's "
                 f"layers support the default only): exclude it (exclude={path!r})"
             )
     for var in ("kernel", "bias"):
@@ -91,19 +97,25 @@ def _build(node: nnx.Module, method: str, rngs: nnx.Rngs, **fields: Any) -> Baye
     return linear_cls(node.in_features, node.out_features, **common)
 
 
-def _moped(layer: BayesianLinear, node: nnx.Module, *, delta: float, prior: bool, prior_std: float | None,
-           use_softplus: bool) -> None:
-    """MOPED: ``layer``'s means are ``node``'s kernel and bias, its std ``delta |w|`` (floored)."""
+def _constant(value: Array) -> Any:
+    return lambda key, shape, dtype=None: value
+
+
+def _moped_fields(node: nnx.Module, *, delta: float, prior: bool, prior_std: float | None,
+                  use_softplus: bool) -> dict[str, Any]:
+    """MOPED's initializers (and centred prior): the means are ``node``'s kernel and bias,
+    the std ``delta |w|`` floored (:func:`~bayeslayers_jax._bayesianize_rules.moped_values`)."""
+    fields: dict[str, Any] = {}
     for src, dst in (("kernel", "weight"), ("bias", "bias")):
-        if not node.use_bias and src == "bias":
+        if src == "bias" and not node.use_bias:
             continue
-        w = jnp.asarray(getattr(node, src)[...]).astype(getattr(layer, f"{dst}_mu")[...].dtype)
+        w = jnp.asarray(getattr(node, src)[...]).astype(node.param_dtype)
         values = rules.moped_values(w, delta=delta, use_softplus=use_softplus, prior_std=prior_std)
-        getattr(layer, f"{dst}_mu").set_value(values["mu"])
-        getattr(layer, f"{dst}_rho").set_value(values["rho"])
+        fields[f"{dst}_mu_init"], fields[f"{dst}_rho_init"] = _constant(values["mu"]), _constant(values["rho"])
         if prior:
-            getattr(layer, f"{dst}_mean").set_value(values["mean"])
-            getattr(layer, f"{dst}_std").set_value(values["std"])
+            pre = "" if dst == "weight" else "bias_"
+            fields[f"{pre}prior_mean"], fields[f"{pre}prior_std"] = values["mean"], values["std"]
+    return fields
 
 
 def _replace(root: Any, new: dict[int, BayesianLinear]) -> None:
@@ -331,12 +343,12 @@ def bayesianize(
     new: dict[int, BayesianLinear] = {}
     for path, node in selected:
         _check_layer(node, path or type(model).__name__)
-        layer = _build(node, method, rngs, prior_mean=prior_mean, prior_std=prior_std, use_softplus=use_softplus,
-                       weight_rho_init=rho_init, bias_rho_init=rho_init)
+        fields = dict(prior_mean=prior_mean, prior_std=prior_std, use_softplus=use_softplus,
+                      weight_rho_init=rho_init, bias_rho_init=rho_init)
         if moped:
-            _moped(layer, node, delta=moped_delta, prior=moped_prior, prior_std=moped_prior_std,
-                   use_softplus=use_softplus)
-        new[id(node)] = layer
+            fields.update(_moped_fields(node, delta=moped_delta, prior=moped_prior, prior_std=moped_prior_std,
+                                        use_softplus=use_softplus))
+        new[id(node)] = _build(node, method, rngs, **fields)
     if id(clone) in new:  # the model is itself a Linear/Conv
         out = new[id(clone)]
     else:
